@@ -1,0 +1,71 @@
+// Pattern of A^T by a counting sort over the columns of A. Each chunk of rows
+// counts its columns in a histogram of its own, so the scatter needs no
+// atomics, and rows are visited in order, so the transpose is canonical
+// (sorted columns) without a sort. Returns (t_crow, t_col, perm) with
+// values(A^T) = values(A)[perm].
+#include <torch/library.h>
+
+#include <tuple>
+#include <vector>
+
+#include "common.h"
+
+namespace learnsolve {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> transpose_cpu(const at::Tensor& crow,
+                                                             const at::Tensor& col,
+                                                             int64_t ncols) {
+  check_pattern(crow, col, "transpose", "crow", "col");
+  TORCH_CHECK(ncols >= 0, "transpose: expected ncols >= 0, got ", ncols);
+  const int64_t nrows = crow.numel() - 1;
+  const int64_t nnz = col.numel();
+  const auto crow_c = crow.contiguous();
+  const auto col_c = col.contiguous();
+  auto t_crow = at::empty({ncols + 1}, crow.options());
+  auto t_col = at::empty({nnz}, crow.options());
+  auto perm = at::empty({nnz}, crow.options());
+  const int64_t* rp = crow_c.data_ptr<int64_t>();
+  const int64_t* ci = col_c.data_ptr<int64_t>();
+  int64_t* tr = t_crow.data_ptr<int64_t>();
+  int64_t* tc = t_col.data_ptr<int64_t>();
+  int64_t* pp = perm.data_ptr<int64_t>();
+
+  // One histogram per chunk; more chunks than the entries pay for are not used.
+  int64_t nchunks = row_chunks(rp, nrows);
+  if (nchunks > 1 && nnz < nchunks * ncols) nchunks = 1;
+  std::vector<int64_t> offsets(static_cast<size_t>(std::max<int64_t>(nchunks, 1) * ncols), 0);
+  parallel_rows(rp, nrows, nchunks, [&](int64_t c, int64_t r0, int64_t r1) {
+    int64_t* h = offsets.data() + c * ncols;
+    for (int64_t p = rp[r0]; p < rp[r1]; ++p) ++h[ci[p]];
+  });
+  // Exclusive scan in (column, chunk) order: chunk c's entries of column j
+  // follow those of the chunks before it, which hold the earlier rows.
+  int64_t total = 0;
+  tr[0] = 0;
+  for (int64_t j = 0; j < ncols; ++j) {
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t count = offsets[c * ncols + j];
+      offsets[c * ncols + j] = total;
+      total += count;
+    }
+    tr[j + 1] = total;
+  }
+  parallel_rows(rp, nrows, nchunks, [&](int64_t c, int64_t r0, int64_t r1) {
+    int64_t* h = offsets.data() + c * ncols;
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t p = rp[r]; p < rp[r + 1]; ++p) {
+        const int64_t q = h[ci[p]]++;
+        tc[q] = r;
+        pp[q] = p;
+      }
+    }
+  });
+  return {t_crow, t_col, perm};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(learnsolve, CPU, m) { m.impl("transpose", &transpose_cpu); }
+
+}  // namespace learnsolve

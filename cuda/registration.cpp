@@ -1,0 +1,45 @@
+// The learnsolve operator library: one schema per op. The kernels register
+// themselves per backend (cuda/cpu/<op>.cpp, cuda/gpu/<op>.cu); Python adds
+// the fake (meta) kernels and the autograd formulas (learnsolve/core/_ops.py).
+//
+// Every op takes the arrays of canonical CSR patterns (int64 row pointers and
+// sorted, duplicate-free column indices): learnsolve.CSRMatrix validates them
+// once, the kernels trust them.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing learnsolve._C loads this library and so runs the registrations
+// below; the module itself is empty.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(learnsolve, m) {
+  // y = A x and Y = A X. The optional transpose pattern of A (t_crow, t_col,
+  // t_perm from `transpose`) is used only by the backward pass for A^T v.
+  m.def("spmv(Tensor crow, Tensor col, Tensor values, Tensor x, Tensor? t_crow=None, "
+        "Tensor? t_col=None, Tensor? t_perm=None) -> Tensor");
+  m.def("spmm(Tensor crow, Tensor col, Tensor values, Tensor x, Tensor? t_crow=None, "
+        "Tensor? t_col=None, Tensor? t_perm=None) -> Tensor");
+  // (X Y^T) restricted to the pattern, as the values of that pattern.
+  m.def("sampled_matmul(Tensor crow, Tensor col, Tensor x, Tensor y, Tensor? t_crow=None, "
+        "Tensor? t_col=None, Tensor? t_perm=None) -> Tensor");
+  // Pattern of A^T and perm with values(A^T) = values(A)[perm].
+  m.def("transpose(Tensor crow, Tensor col, int ncols) -> (Tensor, Tensor, Tensor)");
+  // Union (intersect=False) or intersection of two patterns, with for each
+  // entry of A (of B) its position in the result, or -1 where it has none.
+  m.def("csr_merge(Tensor crow_a, Tensor col_a, Tensor crow_b, Tensor col_b, bool intersect) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
+  // C = A B in two phases: the pattern, then the values on that pattern.
+  m.def("spgemm_symbolic(Tensor crow_a, Tensor col_a, Tensor crow_b, Tensor col_b, int ncols) "
+        "-> (Tensor, Tensor)");
+  m.def("spgemm_numeric(Tensor crow_a, Tensor col_a, Tensor values_a, Tensor crow_b, "
+        "Tensor col_b, Tensor values_b, Tensor crow_c, Tensor col_c, int ncols) -> Tensor");
+  // (V W^T) restricted to the mask's pattern, V and W sparse with `inner`
+  // columns: the SpGEMM backward, computing only the entries inside the mask.
+  m.def("spgemm_masked(Tensor crow_m, Tensor col_m, Tensor crow_v, Tensor col_v, "
+        "Tensor values_v, Tensor crow_w, Tensor col_w, Tensor values_w, int inner) -> Tensor");
+}

@@ -1,0 +1,11 @@
+"""learnsolve: differentiable sparse linear algebra for learning how to solve sparse systems.
+
+The gradient with respect to a sparse matrix keeps the matrix's sparsity: a
+:class:`CSRMatrix` carries gradients in its stored values only.
+"""
+from .core import (CSRMatrix, add, diag, diags, eye, kron, matmul, multiply, sampled_matmul,
+                   scale)
+
+__all__ = ["CSRMatrix", "add", "diag", "diags", "eye", "kron", "matmul", "multiply",
+           "sampled_matmul", "scale"]
+__version__ = "0.1.0"

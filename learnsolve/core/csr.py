@@ -1,0 +1,285 @@
+"""CSRMatrix: a sparse matrix whose values are the only differentiable part."""
+from __future__ import annotations
+
+import torch
+
+from . import validation as V
+from .pattern import Pattern
+
+__all__ = ["CSRMatrix"]
+
+
+class CSRMatrix:
+    """A sparse matrix in canonical compressed sparse row form.
+
+    The pattern (``crow_indices``, ``col_indices``, ``shape``) is structure;
+    ``values`` are data, and the only part that carries gradients. A gradient
+    with respect to a ``CSRMatrix`` is therefore a gradient with respect to its
+    stored values, with the matrix's own sparsity. To optimise a sparse matrix,
+    make its values an ``nn.Parameter`` and rebuild the matrix with
+    :meth:`with_values`.
+
+    Canonical form: the columns of each row are sorted and distinct. Explicit
+    zeros are kept (they are part of the pattern).
+
+    Parameters
+    ----------
+    crow_indices : Tensor
+        Row pointers, integer, length ``rows + 1``, ``crow_indices[0] == 0``.
+    col_indices : Tensor
+        Column of each stored entry, integer, sorted and distinct in each row.
+    values : Tensor
+        Value of each stored entry, float32 or float64.
+    shape : tuple of int
+        ``(rows, cols)``.
+    check : bool, default True
+        Validate the arrays (a few vectorised passes). ``False`` skips the
+        checks, for arrays known to be canonical.
+
+    Raises
+    ------
+    TypeError
+        An index array that is not integer, values not float32/float64.
+    ValueError
+        Lengths that do not fit ``shape``, decreasing row pointers, a column
+        out of range, unsorted or duplicate columns in a row, arrays on
+        different devices.
+
+    Examples
+    --------
+    >>> import torch, learnsolve
+    >>> A = learnsolve.CSRMatrix(torch.tensor([0, 2, 3]), torch.tensor([0, 1, 1]),
+    ...                          torch.tensor([2.0, -1.0, 3.0]), (2, 2))
+    >>> A @ torch.tensor([1.0, 1.0])
+    tensor([1., 3.])
+    """
+
+    __slots__ = ("_pattern", "values")
+    __array_priority__ = 1000  # numpy defers binary operators to us
+
+    def __init__(self, crow_indices: torch.Tensor, col_indices: torch.Tensor,
+                 values: torch.Tensor, shape: tuple[int, int], *, check: bool = True):
+        if check:
+            crow_indices = V.check_index_tensor(crow_indices, "crow_indices")
+            col_indices = V.check_index_tensor(col_indices, "col_indices")
+            values = V.check_values(values)
+            shape = V.check_shape(shape)
+            V.check_csr_arrays(crow_indices, col_indices, values, shape)
+        self._pattern = Pattern(crow_indices, col_indices, (int(shape[0]), int(shape[1])))
+        self.values = values
+
+    @classmethod
+    def _from_pattern(cls, pattern: Pattern, values: torch.Tensor) -> "CSRMatrix":
+        self = cls.__new__(cls)
+        self._pattern = pattern
+        self.values = values
+        return self
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def crow_indices(self) -> torch.Tensor:
+        return self._pattern.crow
+
+    @property
+    def col_indices(self) -> torch.Tensor:
+        return self._pattern.col
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._pattern.shape
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored entries (explicit zeros included)."""
+        return self._pattern.nnz
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    @property
+    def requires_grad(self) -> bool:
+        return self.values.requires_grad
+
+    def requires_grad_(self, requires_grad: bool = True) -> "CSRMatrix":
+        """Make the values a leaf that records gradients (in place); returns self."""
+        self.values.requires_grad_(requires_grad)
+        return self
+
+    def row_indices(self) -> torch.Tensor:
+        """The row of every stored entry (int64, length nnz; the COO row array)."""
+        return self._pattern.row()
+
+    # ------------------------------------------------------------------ copies
+    def with_values(self, values: torch.Tensor) -> "CSRMatrix":
+        """The same pattern with other values (differentiable in ``values``).
+
+        Examples
+        --------
+        >>> import torch, learnsolve
+        >>> A = learnsolve.eye(3, dtype=torch.float64)
+        >>> w = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+        >>> (A.with_values(w) @ torch.ones(3, dtype=torch.float64)).sum().backward()
+        >>> w.grad
+        tensor([1., 1., 1.], dtype=torch.float64)
+        """
+        values = V.check_values(values)
+        if values.shape[0] != self.nnz:
+            raise ValueError(f"values: expected length {self.nnz} (the matrix's nnz), "
+                             f"got {values.shape[0]}")
+        V.check_same_device("the matrix", self.values, "values", values)
+        return CSRMatrix._from_pattern(self._pattern, values)
+
+    def detach(self) -> "CSRMatrix":
+        return CSRMatrix._from_pattern(self._pattern, self.values.detach())
+
+    def clone(self) -> "CSRMatrix":
+        """A copy with its own index arrays and values (differentiable in the values)."""
+        pattern = Pattern(self.crow_indices.clone(), self.col_indices.clone(), self.shape)
+        return CSRMatrix._from_pattern(pattern, self.values.clone())
+
+    def to(self, *args, **kwargs) -> "CSRMatrix":
+        """Move to a device and/or convert the values' dtype, as ``Tensor.to``.
+
+        Examples
+        --------
+        >>> import torch, learnsolve
+        >>> learnsolve.eye(2).to(torch.float64).dtype
+        torch.float64
+        """
+        device = kwargs.pop("device", None)
+        dtype = kwargs.pop("dtype", None)
+        if kwargs:
+            raise TypeError(f"to: unexpected keyword arguments {sorted(kwargs)}")
+        for arg in args:
+            if isinstance(arg, torch.dtype):
+                dtype = arg
+            elif isinstance(arg, (torch.device, str, int)):
+                device = arg
+            else:
+                raise TypeError(f"to: expected a device or a dtype, got {type(arg).__name__}")
+        if dtype is not None and dtype not in V.FLOAT_DTYPES:
+            raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+        values = self.values.to(device=device, dtype=dtype)
+        pattern = self._pattern.to(values.device)
+        return CSRMatrix._from_pattern(pattern, values)
+
+    def cpu(self) -> "CSRMatrix":
+        return self.to("cpu")
+
+    def double(self) -> "CSRMatrix":
+        return self.to(torch.float64)
+
+    def float(self) -> "CSRMatrix":
+        return self.to(torch.float32)
+
+    # ------------------------------------------------------------------ conversions
+    @classmethod
+    def from_dense(cls, dense: torch.Tensor) -> "CSRMatrix":
+        """The nonzero entries of a dense 2-D tensor (differentiable in ``dense``)."""
+        from .construct import from_dense
+        return from_dense(dense)
+
+    @classmethod
+    def from_scipy(cls, matrix, *, dtype: torch.dtype | None = None,
+                   device=None) -> "CSRMatrix":
+        """From any scipy.sparse matrix or array (duplicates summed, explicit zeros kept)."""
+        from .construct import from_scipy
+        return from_scipy(matrix, dtype=dtype, device=device)
+
+    @classmethod
+    def from_torch(cls, tensor: torch.Tensor) -> "CSRMatrix":
+        """From a torch sparse CSR or COO tensor."""
+        from .construct import from_torch
+        return from_torch(tensor)
+
+    @classmethod
+    def from_coo(cls, row: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
+                 shape: tuple[int, int]) -> "CSRMatrix":
+        """From coordinates in any order; duplicates are summed (differentiably)."""
+        from .construct import from_coo
+        return from_coo(row, col, values, shape)
+
+    def to_dense(self) -> torch.Tensor:
+        """The dense matrix (differentiable in the values)."""
+        out = self.values.new_zeros(self.shape)
+        return out.index_put((self.row_indices(), self.col_indices), self.values)
+
+    def to_scipy(self):
+        """A ``scipy.sparse.csr_array`` with a copy of the (detached) data."""
+        import scipy.sparse as sp
+        return sp.csr_array((self.values.detach().cpu().numpy(), self.col_indices.cpu().numpy(),
+                             self.crow_indices.cpu().numpy()), shape=self.shape)
+
+    def to_torch(self) -> torch.Tensor:
+        """A torch sparse CSR tensor sharing the arrays (differentiable in the values)."""
+        return torch.sparse_csr_tensor(self.crow_indices, self.col_indices, self.values,
+                                       self.shape)
+
+    # ------------------------------------------------------------------ algebra
+    def __matmul__(self, other):
+        from .arith import matmul
+        return matmul(self, other)
+
+    def __rmatmul__(self, other):
+        from .arith import rmatmul
+        return rmatmul(other, self)
+
+    def __add__(self, other):
+        from .arith import add
+        return add(self, other)
+
+    def __sub__(self, other):
+        from .arith import add
+        return add(self, other, beta=-1.0)
+
+    def __mul__(self, other):
+        from .arith import multiply
+        return multiply(self, other)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        from .arith import scale
+        alpha = V.check_scalar(other, "divisor")
+        return scale(self, 1.0 / alpha)
+
+    def __neg__(self):
+        return CSRMatrix._from_pattern(self._pattern, -self.values)
+
+    def transpose(self) -> "CSRMatrix":
+        """A^T; its pattern is cached, so the values are one gather (differentiable)."""
+        pattern, perm = self._pattern.transpose()
+        return CSRMatrix._from_pattern(pattern, self.values[perm])
+
+    @property
+    def T(self) -> "CSRMatrix":
+        return self.transpose()
+
+    def diagonal(self, k: int = 0) -> torch.Tensor:
+        """The k-th diagonal as a dense vector (zeros where none is stored)."""
+        from .arith import diagonal
+        return diagonal(self, k)
+
+    def row_sum(self) -> torch.Tensor:
+        """The sum of each row (differentiable)."""
+        return self.values.new_zeros(self.shape[0]).index_add(0, self.row_indices(), self.values)
+
+    def tril(self, k: int = 0) -> "CSRMatrix":
+        """The entries on and below the k-th diagonal (explicit zeros kept)."""
+        from .arith import triangle
+        return triangle(self, k, lower=True)
+
+    def triu(self, k: int = 0) -> "CSRMatrix":
+        """The entries on and above the k-th diagonal (explicit zeros kept)."""
+        from .arith import triangle
+        return triangle(self, k, lower=False)
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return (f"CSRMatrix(shape={self.shape}, nnz={self.nnz}, dtype={self.dtype}, "
+                f"device={self.device}{grad})")

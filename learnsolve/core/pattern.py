@@ -1,0 +1,127 @@
+"""The structure of a CSR matrix and what is computed once from it.
+
+Matrices that share a pattern (``A.with_values(v)``, ``A.detach()``, the
+result of ``alpha * A``) share one :class:`Pattern`, and with it the caches:
+the row index of each entry, the transpose permutation, the symbolic products,
+unions and intersections with other patterns. A cache entry keyed by another
+pattern lives as long as both patterns do.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Callable
+
+import torch
+
+from ._ops import ops
+
+__all__ = ["Pattern"]
+
+
+class Pattern:
+    """Canonical CSR structure: int64 ``crow`` (rows + 1), sorted, duplicate-free ``col``."""
+
+    __slots__ = ("crow", "col", "shape", "_cache", "_pair_cache", "__weakref__")
+
+    def __init__(self, crow: torch.Tensor, col: torch.Tensor, shape: tuple[int, int]):
+        self.crow = crow
+        self.col = col
+        self.shape = shape
+        self._cache: dict = {}
+        self._pair_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @property
+    def nnz(self) -> int:
+        return self.col.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.col.device
+
+    def cached(self, key, compute: Callable):
+        """Return ``compute()``, computed on the first call for ``key``."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def cached_with(self, other: "Pattern", key, compute: Callable):
+        """Like :meth:`cached`, for a result that depends on another pattern too."""
+        entries = self._pair_cache.setdefault(other, {})
+        if key not in entries:
+            entries[key] = compute()
+        return entries[key]
+
+    def row(self) -> torch.Tensor:
+        """The row index of every stored entry (int64, nnz)."""
+        return self.cached("row", lambda: torch.repeat_interleave(
+            torch.arange(self.shape[0], device=self.device), self.crow.diff(),
+            output_size=self.nnz))
+
+    def transpose(self) -> tuple["Pattern", torch.Tensor]:
+        """``(pattern of A^T, perm)`` with ``values(A^T) = values(A)[perm]``.
+
+        The transposed pattern knows its own transpose (this pattern and the
+        inverse permutation), so ``A.T.T`` costs two gathers.
+        """
+        if "transpose" not in self._cache:
+            t_crow, t_col, perm = ops.transpose(self.crow, self.col, self.shape[1])
+            t = Pattern(t_crow, t_col, (self.shape[1], self.shape[0]))
+            inverse = torch.empty_like(perm)
+            inverse[perm] = torch.arange(self.nnz, device=self.device)
+            self._cache["transpose"] = (t, perm)
+            t._cache["transpose"] = (self, inverse)
+        return self._cache["transpose"]
+
+    def transpose_arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(t_crow, t_col, t_perm)`` as the native ops take them."""
+        t, perm = self.transpose()
+        return t.crow, t.col, perm
+
+    def product(self, other: "Pattern") -> "Pattern":
+        """Pattern of ``A @ B`` (the symbolic phase of SpGEMM), cached."""
+        def compute():
+            crow, col = ops.spgemm_symbolic(self.crow, self.col, other.crow, other.col,
+                                            other.shape[1])
+            return Pattern(crow, col, (self.shape[0], other.shape[1]))
+        return self.cached_with(other, "product", compute)
+
+    def union(self, other: "Pattern") -> tuple["Pattern", torch.Tensor, torch.Tensor]:
+        """``(pattern of A + B, position of each entry of A in it, same for B)``, cached."""
+        def compute():
+            crow, col, map_a, map_b = ops.csr_merge(self.crow, self.col, other.crow, other.col,
+                                                    False)
+            return Pattern(crow, col, self.shape), map_a, map_b
+        return self.cached_with(other, "union", compute)
+
+    def intersection(self, other: "Pattern") -> tuple["Pattern", torch.Tensor, torch.Tensor]:
+        """``(pattern of A ⊙ B, entries of A in it, entries of B in it)``, cached.
+
+        The two index arrays list, in the result's order, the positions in A
+        and in B of the result's entries.
+        """
+        def compute():
+            crow, col, map_a, map_b = ops.csr_merge(self.crow, self.col, other.crow, other.col,
+                                                    True)
+            return (Pattern(crow, col, self.shape), torch.nonzero(map_a >= 0).flatten(),
+                    torch.nonzero(map_b >= 0).flatten())
+        return self.cached_with(other, "intersection", compute)
+
+    def select(self, key, keep: Callable[[], torch.Tensor]) -> tuple["Pattern", torch.Tensor]:
+        """``(pattern of the kept entries, their positions)``, cached by ``key``.
+
+        ``keep()`` returns a boolean mask over the stored entries; it is called
+        only the first time.
+        """
+        def compute():
+            index = torch.nonzero(keep()).flatten()
+            counts = torch.zeros(self.shape[0], dtype=torch.long, device=self.device)
+            counts.index_add_(0, self.row()[index], torch.ones_like(index))
+            crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+            return Pattern(crow, self.col[index], self.shape), index
+        return self.cached(key, compute)
+
+    def to(self, device: torch.device) -> "Pattern":
+        """This pattern on another device (a new pattern, caches not carried over)."""
+        if torch.device(device) == self.device:
+            return self
+        return Pattern(self.crow.to(device), self.col.to(device), self.shape)
