@@ -101,7 +101,7 @@ def from_scipy(matrix, *, dtype: torch.dtype | None = None, device=None) -> CSRM
     if not sp.issparse(matrix):
         raise TypeError(f"matrix: expected a scipy.sparse matrix or array, got "
                         f"{type(matrix).__name__}")
-    if np.iscomplexobj(matrix.data):
+    if np.issubdtype(matrix.dtype, np.complexfloating):
         raise TypeError(f"matrix: expected real data, got {matrix.dtype}")
     csr = sp.csr_array(matrix, copy=True)
     csr.sum_duplicates()  # also sorts the columns of each row

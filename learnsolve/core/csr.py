@@ -1,6 +1,8 @@
 """CSRMatrix: a sparse matrix whose values are the only differentiable part."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from . import validation as V
@@ -217,8 +219,10 @@ class CSRMatrix:
 
     def to_torch(self) -> torch.Tensor:
         """A torch sparse CSR tensor sharing the arrays (differentiable in the values)."""
-        return torch.sparse_csr_tensor(self.crow_indices, self.col_indices, self.values,
-                                       self.shape)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return torch.sparse_csr_tensor(self.crow_indices, self.col_indices, self.values,
+                                           self.shape, check_invariants=False)
 
     # ------------------------------------------------------------------ algebra
     def __matmul__(self, other):
