@@ -20,7 +20,7 @@ def _sources(pattern: str) -> list[str]:
 
 def _extension():
     sources = _sources("cuda/registration.cpp") + _sources("cuda/cpu/*.cpp")
-    cxx_flags = ["-O3", "-fopenmp", "-std=c++17"]
+    cxx_flags = ["-O3", "-fopenmp"]
     gpu_sources = _sources("cuda/gpu/*.cu")
     with_cuda = (
         bool(gpu_sources)

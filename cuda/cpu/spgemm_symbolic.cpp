@@ -1,12 +1,11 @@
 // Symbolic phase of C = A B (Gustavson): the column set of row i of C is the
-// union of the rows of B that row i of A selects. Each chunk of rows marks the
-// columns it has seen in a dense marker array (one per chunk), sorts each row,
-// and keeps its rows in a buffer of its own; the buffers are then copied to
-// their places after a scan of the row counts, so each row is computed once.
+// union of the rows of B that row i of A selects. Two passes over the rows,
+// each with a dense marker array per chunk of rows: the first counts each
+// row's columns, a scan places the rows, the second writes the columns in
+// place and sorts them. No intermediate buffers, so no copies.
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstring>
 #include <tuple>
 #include <vector>
 
@@ -14,6 +13,21 @@
 
 namespace learnsolve {
 namespace {
+
+// Sorts a short row by insertion (the rows of sparse products are mostly a
+// few dozen entries), a long one with std::sort.
+inline void sort_row(int64_t* first, int64_t* last) {
+  if (last - first > 32) {
+    std::sort(first, last);
+    return;
+  }
+  for (int64_t* i = first + 1; i < last; ++i) {
+    const int64_t v = *i;
+    int64_t* j = i;
+    for (; j > first && *(j - 1) > v; --j) *j = *(j - 1);
+    *j = v;
+  }
+}
 
 std::tuple<at::Tensor, at::Tensor> spgemm_symbolic_cpu(const at::Tensor& crow_a,
                                                        const at::Tensor& col_a,
@@ -30,41 +44,42 @@ std::tuple<at::Tensor, at::Tensor> spgemm_symbolic_cpu(const at::Tensor& crow_a,
   const int64_t* rb = rb_c.data_ptr<int64_t>();
   const int64_t* cb = cb_c.data_ptr<int64_t>();
 
+  // Calls emit(j) once for each distinct column j of row r of C, in the order
+  // first met; `marker` holds for each column the last row that met it.
+  auto for_each_column = [&](int64_t r, std::vector<int64_t>& marker, auto emit) {
+    for (int64_t p = ra[r]; p < ra[r + 1]; ++p) {
+      const int64_t k = ca[p];
+      for (int64_t q = rb[k]; q < rb[k + 1]; ++q) {
+        const int64_t j = cb[q];
+        if (marker[j] != r) {
+          marker[j] = r;
+          emit(j);
+        }
+      }
+    }
+  };
+
   auto crow_c = at::empty({nrows + 1}, crow_a.options());
   int64_t* rc = crow_c.data_ptr<int64_t>();
   rc[0] = 0;
-  const int64_t nchunks = row_chunks(ra, nrows);
-  std::vector<std::vector<int64_t>> chunk_cols(static_cast<size_t>(nchunks));
-  std::vector<int64_t> chunk_first_row(static_cast<size_t>(nchunks), 0);
-  parallel_rows(ra, nrows, nchunks, [&](int64_t c, int64_t r0, int64_t r1) {
+  parallel_rows(ra, nrows, [&](int64_t, int64_t r0, int64_t r1) {
     std::vector<int64_t> marker(static_cast<size_t>(ncols), -1);
-    std::vector<int64_t>& out = chunk_cols[c];
-    chunk_first_row[c] = r0;
     for (int64_t r = r0; r < r1; ++r) {
-      const size_t start = out.size();
-      for (int64_t p = ra[r]; p < ra[r + 1]; ++p) {
-        const int64_t k = ca[p];
-        for (int64_t q = rb[k]; q < rb[k + 1]; ++q) {
-          const int64_t j = cb[q];
-          if (marker[j] != r) {
-            marker[j] = r;
-            out.push_back(j);
-          }
-        }
-      }
-      std::sort(out.begin() + start, out.end());
-      rc[r + 1] = static_cast<int64_t>(out.size() - start);
+      int64_t count = 0;
+      for_each_column(r, marker, [&](int64_t) { ++count; });
+      rc[r + 1] = count;
     }
   });
   for (int64_t r = 0; r < nrows; ++r) rc[r + 1] += rc[r];
 
   auto col_c = at::empty({rc[nrows]}, crow_a.options());
   int64_t* cc = col_c.data_ptr<int64_t>();
-  at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const auto& cols = chunk_cols[c];
-      if (!cols.empty())
-        std::memcpy(cc + rc[chunk_first_row[c]], cols.data(), cols.size() * sizeof(int64_t));
+  parallel_rows(ra, nrows, [&](int64_t, int64_t r0, int64_t r1) {
+    std::vector<int64_t> marker(static_cast<size_t>(ncols), -1);
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t* out = cc + rc[r];
+      for_each_column(r, marker, [&](int64_t j) { *out++ = j; });
+      sort_row(cc + rc[r], out);
     }
   });
   return {crow_c, col_c};
