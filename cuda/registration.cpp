@@ -18,26 +18,44 @@ PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(learnsolve, m) {
-  // y = A x and Y = A X. The optional transpose pattern of A (t_crow, t_col,
-  // t_perm from `transpose`) is used only by the backward pass for A^T v.
+  // y = A x and Y = A X, or A^T x and A^T X with transpose=True. The
+  // transpose pattern of A (t_crow, t_col, t_perm from `transpose`, cached on
+  // the matrix) is read by transpose=True and by the backward of
+  // transpose=False; A^T's values are read through t_perm, never copied.
   m.def("spmv(Tensor crow, Tensor col, Tensor values, Tensor x, Tensor? t_crow=None, "
-        "Tensor? t_col=None, Tensor? t_perm=None) -> Tensor");
+        "Tensor? t_col=None, Tensor? t_perm=None, bool transpose=False) -> Tensor");
   m.def("spmm(Tensor crow, Tensor col, Tensor values, Tensor x, Tensor? t_crow=None, "
-        "Tensor? t_col=None, Tensor? t_perm=None) -> Tensor");
+        "Tensor? t_col=None, Tensor? t_perm=None, bool transpose=False) -> Tensor");
   // (X Y^T) restricted to the pattern, as the values of that pattern.
   m.def("sampled_matmul(Tensor crow, Tensor col, Tensor x, Tensor y, Tensor? t_crow=None, "
         "Tensor? t_col=None, Tensor? t_perm=None) -> Tensor");
   // Pattern of A^T and perm with values(A^T) = values(A)[perm].
   m.def("transpose(Tensor crow, Tensor col, int ncols) -> (Tensor, Tensor, Tensor)");
+  // alpha * source[index] and its adjoint, out[index[p]] += alpha * source[p]
+  // into `size` zeros: the moves of values between patterns (transposes,
+  // unions, intersections) and their gradients. alpha: a one-element tensor
+  // or None for 1.
+  m.def("gather_scaled(Tensor source, Tensor index, Tensor? alpha=None) -> Tensor");
+  m.def("scatter_add_scaled(Tensor source, Tensor index, int size, Tensor? alpha=None) -> Tensor");
   // Union (intersect=False) or intersection of two patterns, with for each
   // entry of A (of B) its position in the result, or -1 where it has none.
   m.def("csr_merge(Tensor crow_a, Tensor col_a, Tensor crow_b, Tensor col_b, bool intersect) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
-  // C = A B in two phases: the pattern, then the values on that pattern.
+  // C = A B in two phases: the pattern, then the values on that pattern. The
+  // transpose pattern of A (at_*) serves the backward pass for B.
   m.def("spgemm_symbolic(Tensor crow_a, Tensor col_a, Tensor crow_b, Tensor col_b, int ncols) "
         "-> (Tensor, Tensor)");
   m.def("spgemm_numeric(Tensor crow_a, Tensor col_a, Tensor values_a, Tensor crow_b, "
-        "Tensor col_b, Tensor values_b, Tensor crow_c, Tensor col_c, int ncols) -> Tensor");
+        "Tensor col_b, Tensor values_b, Tensor crow_c, Tensor col_c, int ncols, "
+        "Tensor? at_crow=None, Tensor? at_col=None, Tensor? at_perm=None) -> Tensor");
+  // (A^T G) restricted to the pattern of B, for G on the pattern of C = A B:
+  // the SpGEMM backward for B, from the transpose pattern of A.
+  m.def("spgemm_grad_b(Tensor at_crow, Tensor at_col, Tensor at_perm, Tensor values_a, "
+        "Tensor crow_c, Tensor col_c, Tensor grad_c, Tensor crow_b, Tensor col_b, int ncols) "
+        "-> Tensor");
+  // Values of alpha A + beta B on their union, from csr_merge's maps.
+  m.def("csr_add_values(Tensor values_a, Tensor map_a, Tensor values_b, Tensor map_b, int nnz, "
+        "Tensor alpha, Tensor beta) -> Tensor");
   // (V W^T) restricted to the mask's pattern, V and W sparse with `inner`
   // columns: the SpGEMM backward, computing only the entries inside the mask.
   m.def("spgemm_masked(Tensor crow_m, Tensor col_m, Tensor crow_v, Tensor col_v, "

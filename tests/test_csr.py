@@ -168,7 +168,7 @@ def test_torch_round_trip(case):
 
 def test_from_torch_sums_uncoalesced_coo():
     T = torch.sparse_coo_tensor(torch.tensor([[1, 0, 1], [1, 1, 1]]), torch.tensor([1.0, 2.0, 3.0]),
-                                (2, 2))
+                                (2, 2), check_invariants=True)
     A = CSR.from_torch(T)
     assert A.nnz == 2 and A.values.tolist() == [2.0, 4.0]
     with pytest.raises(TypeError, match=r"tensor: expected layout"):

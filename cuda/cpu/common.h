@@ -12,6 +12,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 namespace learnsolve {
 
@@ -46,6 +52,69 @@ inline void check_pattern(const at::Tensor& crow, const at::Tensor& col, const c
   check_index(col, op, col_name);
   TORCH_CHECK(crow.numel() >= 1, op, ": expected ", crow_name, " to have at least one entry");
   check_same_device(crow, col, op, crow_name, col_name);
+}
+
+// at::empty for a kernel's output or scratch buffer. A large CPU buffer asks
+// the OS for transparent huge pages before it is first touched, as numpy does
+// for its arrays: on a fresh 40 MB buffer that turns ten thousand page faults
+// into twenty, which is most of the cost of a memory-bound kernel that writes
+// it. Only advice: where it is not honoured nothing changes.
+inline at::Tensor new_buffer(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(sizes, options);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr size_t kHugeAdviceBytes = size_t{4} << 20;
+  const size_t nbytes = t.nbytes();
+  if (t.device().is_cpu() && nbytes >= kHugeAdviceBytes) {
+    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    const uintptr_t start = reinterpret_cast<uintptr_t>(t.data_ptr());
+    const uintptr_t first = (start + page - 1) & ~(page - 1);
+    const uintptr_t last = (start + nbytes) & ~(page - 1);
+    if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+  }
+#endif
+  return t;
+}
+
+// A scratch array of n values of T, each set to `value`, in a buffer that
+// `holder` keeps alive (new_buffer: huge pages for large arrays).
+template <typename T>
+T* scratch_array(at::Tensor& holder, int64_t n, T value) {
+  holder = new_buffer({n * static_cast<int64_t>(sizeof(T))}, at::TensorOptions().dtype(at::kByte));
+  T* data = reinterpret_cast<T*>(holder.data_ptr());
+  std::fill(data, data + n, value);
+  return data;
+}
+
+// The pattern a product kernel reads: A itself, or A^T given by the cached
+// transpose of A (t_crow, t_col) with the values of A read through t_perm,
+// so that no transposed copy of the values is made.
+struct ProductPattern {
+  at::Tensor crow, col, perm;  // perm undefined: values read in order
+};
+
+inline ProductPattern product_pattern(const char* op, const at::Tensor& crow,
+                                      const at::Tensor& col,
+                                      const std::optional<at::Tensor>& t_crow,
+                                      const std::optional<at::Tensor>& t_col,
+                                      const std::optional<at::Tensor>& t_perm, bool transpose) {
+  check_pattern(crow, col, op, "crow", "col");
+  if (!transpose) return {crow.contiguous(), col.contiguous(), at::Tensor()};
+  TORCH_CHECK(t_crow.has_value() && t_col.has_value() && t_perm.has_value(), op,
+              ": transpose=True needs the transpose pattern t_crow, t_col, t_perm");
+  check_pattern(*t_crow, *t_col, op, "t_crow", "t_col");
+  check_index(*t_perm, op, "t_perm");
+  TORCH_CHECK(t_col->numel() == col.numel() && t_perm->numel() == col.numel(), op,
+              ": expected t_col and t_perm of length ", col.numel(), " (the entries of col)");
+  return {t_crow->contiguous(), t_col->contiguous(), t_perm->contiguous()};
+}
+
+// The value of an optional one-element scale tensor (1 when absent), as T.
+template <typename T>
+T scale_value(const std::optional<at::Tensor>& alpha, const char* op) {
+  if (!alpha.has_value()) return T(1);
+  TORCH_CHECK(alpha->numel() == 1, op, ": expected alpha with one element, got ", alpha->numel());
+  const at::Tensor a = alpha->to(at::kCPU, at::kDouble);
+  return static_cast<T>(*a.data_ptr<double>());
 }
 
 // Below this much work (stored entries plus rows) a kernel runs on one thread:

@@ -50,7 +50,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> csr_merge_cpu(
   const int64_t* rb = rb_c.data_ptr<int64_t>();
   const int64_t* cb = cb_c.data_ptr<int64_t>();
 
-  auto crow_c = at::empty({nrows + 1}, crow_a.options());
+  auto crow_c = new_buffer({nrows + 1}, crow_a.options());
   int64_t* rc = crow_c.data_ptr<int64_t>();
   rc[0] = 0;
   parallel_rows(ra, nrows, [&](int64_t, int64_t r0, int64_t r1) {
@@ -63,9 +63,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> csr_merge_cpu(
   });
   for (int64_t r = 0; r < nrows; ++r) rc[r + 1] += rc[r];
 
-  auto col_c = at::empty({rc[nrows]}, crow_a.options());
-  auto map_a = at::full({col_a.numel()}, -1, crow_a.options());
-  auto map_b = at::full({col_b.numel()}, -1, crow_a.options());
+  auto col_c = new_buffer({rc[nrows]}, crow_a.options());
+  auto map_a = new_buffer({col_a.numel()}, crow_a.options()).fill_(-1);
+  auto map_b = new_buffer({col_b.numel()}, crow_a.options()).fill_(-1);
   int64_t* cc = col_c.data_ptr<int64_t>();
   int64_t* ma = map_a.data_ptr<int64_t>();
   int64_t* mb = map_b.data_ptr<int64_t>();

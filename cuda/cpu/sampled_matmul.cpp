@@ -30,7 +30,7 @@ at::Tensor sampled_matmul_cpu(const at::Tensor& crow, const at::Tensor& col, con
   const auto col_c = col.contiguous();
   const auto x_c = x.contiguous();
   const auto y_c = y.contiguous();
-  auto out = at::empty({col.numel()}, x.options());
+  auto out = new_buffer({col.numel()}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sampled_matmul_cpu", [&] {
     const int64_t* rp = crow_c.data_ptr<int64_t>();
     const int64_t* ci = col_c.data_ptr<int64_t>();

@@ -5,8 +5,6 @@
 // This is the SpGEMM backward: dA = (G B^T) ⊙ mask(A) is (V, W) = (G, B).
 #include <torch/library.h>
 
-#include <vector>
-
 #include "common.h"
 
 namespace learnsolve {
@@ -31,7 +29,7 @@ at::Tensor spgemm_masked_cpu(const at::Tensor& crow_m, const at::Tensor& col_m,
   const auto rm_c = crow_m.contiguous(), cm_c = col_m.contiguous();
   const auto rv_c = crow_v.contiguous(), cv_c = col_v.contiguous(), vv_c = values_v.contiguous();
   const auto rw_c = crow_w.contiguous(), cw_c = col_w.contiguous(), vw_c = values_w.contiguous();
-  auto out = at::empty({col_m.numel()}, values_v.options());
+  auto out = new_buffer({col_m.numel()}, values_v.options());
   AT_DISPATCH_FLOATING_TYPES(values_v.scalar_type(), "spgemm_masked_cpu", [&] {
     const int64_t* rm = rm_c.data_ptr<int64_t>();
     const int64_t* cm = cm_c.data_ptr<int64_t>();
@@ -43,7 +41,8 @@ at::Tensor spgemm_masked_cpu(const at::Tensor& crow_m, const at::Tensor& col_m,
     const scalar_t* vw = vw_c.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     parallel_rows(rm, nrows, [&](int64_t, int64_t r0, int64_t r1) {
-      std::vector<scalar_t> acc(static_cast<size_t>(inner), scalar_t(0));
+      at::Tensor acc_buffer;
+      scalar_t* acc = scratch_array<scalar_t>(acc_buffer, inner, scalar_t(0));
       for (int64_t r = r0; r < r1; ++r) {
         if (rm[r] == rm[r + 1]) continue;
         for (int64_t s = rv[r]; s < rv[r + 1]; ++s) acc[cv[s]] = vv[s];

@@ -3,8 +3,6 @@
 // zero between rows), which is then read at the columns of row i of C.
 #include <torch/library.h>
 
-#include <vector>
-
 #include "common.h"
 
 namespace learnsolve {
@@ -13,7 +11,10 @@ namespace {
 at::Tensor spgemm_numeric_cpu(const at::Tensor& crow_a, const at::Tensor& col_a,
                               const at::Tensor& values_a, const at::Tensor& crow_b,
                               const at::Tensor& col_b, const at::Tensor& values_b,
-                              const at::Tensor& crow_c, const at::Tensor& col_c, int64_t ncols) {
+                              const at::Tensor& crow_c, const at::Tensor& col_c, int64_t ncols,
+                              const std::optional<at::Tensor>& /*at_crow*/,
+                              const std::optional<at::Tensor>& /*at_col*/,
+                              const std::optional<at::Tensor>& /*at_perm*/) {
   const char* op = "spgemm_numeric";
   check_pattern(crow_a, col_a, op, "crow_a", "col_a");
   check_pattern(crow_b, col_b, op, "crow_b", "col_b");
@@ -29,7 +30,7 @@ at::Tensor spgemm_numeric_cpu(const at::Tensor& crow_a, const at::Tensor& col_a,
   const auto ra_c = crow_a.contiguous(), ca_c = col_a.contiguous(), va_c = values_a.contiguous();
   const auto rb_c = crow_b.contiguous(), cb_c = col_b.contiguous(), vb_c = values_b.contiguous();
   const auto rc_c = crow_c.contiguous(), cc_c = col_c.contiguous();
-  auto values_c = at::empty({col_c.numel()}, values_a.options());
+  auto values_c = new_buffer({col_c.numel()}, values_a.options());
   AT_DISPATCH_FLOATING_TYPES(values_a.scalar_type(), "spgemm_numeric_cpu", [&] {
     const int64_t* ra = ra_c.data_ptr<int64_t>();
     const int64_t* ca = ca_c.data_ptr<int64_t>();
@@ -41,7 +42,8 @@ at::Tensor spgemm_numeric_cpu(const at::Tensor& crow_a, const at::Tensor& col_a,
     const int64_t* cc = cc_c.data_ptr<int64_t>();
     scalar_t* vc = values_c.data_ptr<scalar_t>();
     parallel_rows(ra, nrows, [&](int64_t, int64_t r0, int64_t r1) {
-      std::vector<scalar_t> acc(static_cast<size_t>(ncols), scalar_t(0));
+      at::Tensor acc_buffer;
+      scalar_t* acc = scratch_array<scalar_t>(acc_buffer, ncols, scalar_t(0));
       for (int64_t r = r0; r < r1; ++r) {
         for (int64_t p = ra[r]; p < ra[r + 1]; ++p) {
           const scalar_t a = va[p];

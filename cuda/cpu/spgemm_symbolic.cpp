@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <tuple>
-#include <vector>
 
 #include "common.h"
 
@@ -46,7 +45,7 @@ std::tuple<at::Tensor, at::Tensor> spgemm_symbolic_cpu(const at::Tensor& crow_a,
 
   // Calls emit(j) once for each distinct column j of row r of C, in the order
   // first met; `marker` holds for each column the last row that met it.
-  auto for_each_column = [&](int64_t r, std::vector<int64_t>& marker, auto emit) {
+  auto for_each_column = [&](int64_t r, int64_t* marker, auto emit) {
     for (int64_t p = ra[r]; p < ra[r + 1]; ++p) {
       const int64_t k = ca[p];
       for (int64_t q = rb[k]; q < rb[k + 1]; ++q) {
@@ -59,11 +58,12 @@ std::tuple<at::Tensor, at::Tensor> spgemm_symbolic_cpu(const at::Tensor& crow_a,
     }
   };
 
-  auto crow_c = at::empty({nrows + 1}, crow_a.options());
+  auto crow_c = new_buffer({nrows + 1}, crow_a.options());
   int64_t* rc = crow_c.data_ptr<int64_t>();
   rc[0] = 0;
   parallel_rows(ra, nrows, [&](int64_t, int64_t r0, int64_t r1) {
-    std::vector<int64_t> marker(static_cast<size_t>(ncols), -1);
+    at::Tensor marker_buffer;
+    int64_t* marker = scratch_array<int64_t>(marker_buffer, ncols, -1);
     for (int64_t r = r0; r < r1; ++r) {
       int64_t count = 0;
       for_each_column(r, marker, [&](int64_t) { ++count; });
@@ -72,10 +72,11 @@ std::tuple<at::Tensor, at::Tensor> spgemm_symbolic_cpu(const at::Tensor& crow_a,
   });
   for (int64_t r = 0; r < nrows; ++r) rc[r + 1] += rc[r];
 
-  auto col_c = at::empty({rc[nrows]}, crow_a.options());
+  auto col_c = new_buffer({rc[nrows]}, crow_a.options());
   int64_t* cc = col_c.data_ptr<int64_t>();
   parallel_rows(ra, nrows, [&](int64_t, int64_t r0, int64_t r1) {
-    std::vector<int64_t> marker(static_cast<size_t>(ncols), -1);
+    at::Tensor marker_buffer;
+    int64_t* marker = scratch_array<int64_t>(marker_buffer, ncols, -1);
     for (int64_t r = r0; r < r1; ++r) {
       int64_t* out = cc + rc[r];
       for_each_column(r, marker, [&](int64_t j) { *out++ = j; });

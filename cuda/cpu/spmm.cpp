@@ -1,8 +1,7 @@
-// Y = A X for CSR A and a dense matrix X: each row of Y is a combination of
-// rows of X, so the inner loop runs over contiguous memory.
+// Y = A X, or Y = A^T X (transpose=True, through the cached transpose of A),
+// for CSR A and a dense matrix X: each row of Y is a combination of rows of
+// X, so the inner loop runs over contiguous memory.
 #include <torch/library.h>
-
-#include <optional>
 
 #include "common.h"
 
@@ -10,36 +9,36 @@ namespace learnsolve {
 namespace {
 
 at::Tensor spmm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
-                    const at::Tensor& x, const std::optional<at::Tensor>& /*t_crow*/,
-                    const std::optional<at::Tensor>& /*t_col*/,
-                    const std::optional<at::Tensor>& /*t_perm*/) {
-  check_pattern(crow, col, "spmm", "crow", "col");
+                    const at::Tensor& x, const std::optional<at::Tensor>& t_crow,
+                    const std::optional<at::Tensor>& t_col,
+                    const std::optional<at::Tensor>& t_perm, bool transpose) {
+  const ProductPattern a = product_pattern("spmm", crow, col, t_crow, t_col, t_perm, transpose);
   check_floating(values, "spmm", "values");
   check_same_dtype(values, x, "spmm", "values", "x");
   TORCH_CHECK(x.dim() == 2, "spmm: expected x to be 2-D, got ", x.dim(), "-D");
   TORCH_CHECK(values.numel() == col.numel(), "spmm: expected values and col of equal length, got ",
               values.numel(), " and ", col.numel());
-  const int64_t nrows = crow.numel() - 1;
+  const int64_t nrows = a.crow.numel() - 1;
   const int64_t k = x.size(1);
-  const auto crow_c = crow.contiguous();
-  const auto col_c = col.contiguous();
   const auto values_c = values.contiguous();
   const auto x_c = x.contiguous();
-  auto y = at::zeros({nrows, k}, x.options());
+  auto y = new_buffer({nrows, k}, x.options());
   if (k == 0) return y;
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "spmm_cpu", [&] {
-    const int64_t* rp = crow_c.data_ptr<int64_t>();
-    const int64_t* ci = col_c.data_ptr<int64_t>();
+    const int64_t* rp = a.crow.data_ptr<int64_t>();
+    const int64_t* ci = a.col.data_ptr<int64_t>();
+    const int64_t* perm = transpose ? a.perm.data_ptr<int64_t>() : nullptr;
     const scalar_t* v = values_c.data_ptr<scalar_t>();
     const scalar_t* xp = x_c.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
     parallel_rows(rp, nrows, [&](int64_t, int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         scalar_t* yr = yp + r * k;
+        std::fill(yr, yr + k, scalar_t(0));
         for (int64_t p = rp[r]; p < rp[r + 1]; ++p) {
-          const scalar_t a = v[p];
+          const scalar_t a_rp = v[perm == nullptr ? p : perm[p]];
           const scalar_t* xr = xp + ci[p] * k;
-          for (int64_t j = 0; j < k; ++j) yr[j] += a * xr[j];
+          for (int64_t j = 0; j < k; ++j) yr[j] += a_rp * xr[j];
         }
       }
     });

@@ -6,7 +6,6 @@
 #include <torch/library.h>
 
 #include <tuple>
-#include <vector>
 
 #include "common.h"
 
@@ -22,9 +21,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> transpose_cpu(const at::Tensor& c
   const int64_t nnz = col.numel();
   const auto crow_c = crow.contiguous();
   const auto col_c = col.contiguous();
-  auto t_crow = at::empty({ncols + 1}, crow.options());
-  auto t_col = at::empty({nnz}, crow.options());
-  auto perm = at::empty({nnz}, crow.options());
+  auto t_crow = new_buffer({ncols + 1}, crow.options());
+  auto t_col = new_buffer({nnz}, crow.options());
+  auto perm = new_buffer({nnz}, crow.options());
   const int64_t* rp = crow_c.data_ptr<int64_t>();
   const int64_t* ci = col_c.data_ptr<int64_t>();
   int64_t* tr = t_crow.data_ptr<int64_t>();
@@ -34,9 +33,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> transpose_cpu(const at::Tensor& c
   // One histogram per chunk; more chunks than the entries pay for are not used.
   int64_t nchunks = row_chunks(rp, nrows);
   if (nchunks > 1 && nnz < nchunks * ncols) nchunks = 1;
-  std::vector<int64_t> offsets(static_cast<size_t>(std::max<int64_t>(nchunks, 1) * ncols), 0);
+  at::Tensor offsets_buffer;
+  int64_t* offsets =
+      scratch_array<int64_t>(offsets_buffer, std::max<int64_t>(nchunks, 1) * ncols, 0);
   parallel_rows(rp, nrows, nchunks, [&](int64_t c, int64_t r0, int64_t r1) {
-    int64_t* h = offsets.data() + c * ncols;
+    int64_t* h = offsets + c * ncols;
     for (int64_t p = rp[r0]; p < rp[r1]; ++p) ++h[ci[p]];
   });
   // Exclusive scan in (column, chunk) order: chunk c's entries of column j
@@ -52,7 +53,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> transpose_cpu(const at::Tensor& c
     tr[j + 1] = total;
   }
   parallel_rows(rp, nrows, nchunks, [&](int64_t c, int64_t r0, int64_t r1) {
-    int64_t* h = offsets.data() + c * ncols;
+    int64_t* h = offsets + c * ncols;
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t p = rp[r]; p < rp[r + 1]; ++p) {
         const int64_t q = h[ci[p]]++;

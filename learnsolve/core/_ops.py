@@ -32,21 +32,18 @@ def transpose_arrays(crow: torch.Tensor, col: torch.Tensor, ncols: int, t_crow=N
     return t_crow, t_col, t_perm
 
 
-def _scatter_back(values_t: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-    """Values of A from values of A^T, where values(A^T) = values(A)[perm]."""
-    return values_t.new_zeros(values_t.shape).index_put((perm,), values_t)
-
-
 # --------------------------------------------------------------------------- fake kernels
 
 @torch.library.register_fake("learnsolve::spmv")
-def _spmv_fake(crow, col, values, x, t_crow=None, t_col=None, t_perm=None):
-    return x.new_empty(crow.shape[0] - 1)
+def _spmv_fake(crow, col, values, x, t_crow=None, t_col=None, t_perm=None, transpose=False):
+    rows = t_crow.shape[0] - 1 if transpose else crow.shape[0] - 1
+    return x.new_empty(rows)
 
 
 @torch.library.register_fake("learnsolve::spmm")
-def _spmm_fake(crow, col, values, x, t_crow=None, t_col=None, t_perm=None):
-    return x.new_empty(crow.shape[0] - 1, x.shape[1])
+def _spmm_fake(crow, col, values, x, t_crow=None, t_col=None, t_perm=None, transpose=False):
+    rows = t_crow.shape[0] - 1 if transpose else crow.shape[0] - 1
+    return x.new_empty(rows, x.shape[1])
 
 
 @torch.library.register_fake("learnsolve::sampled_matmul")
@@ -59,11 +56,26 @@ def _transpose_fake(crow, col, ncols):
     return crow.new_empty(ncols + 1), col.new_empty(col.shape[0]), col.new_empty(col.shape[0])
 
 
+@torch.library.register_fake("learnsolve::gather_scaled")
+def _gather_scaled_fake(source, index, alpha=None):
+    return source.new_empty(index.shape[0])
+
+
+@torch.library.register_fake("learnsolve::scatter_add_scaled")
+def _scatter_add_scaled_fake(source, index, size, alpha=None):
+    return source.new_empty(size)
+
+
 @torch.library.register_fake("learnsolve::csr_merge")
 def _csr_merge_fake(crow_a, col_a, crow_b, col_b, intersect):
     nnz = torch.library.get_ctx().new_dynamic_size()
     return (crow_a.new_empty(crow_a.shape[0]), col_a.new_empty(nnz),
             col_a.new_empty(col_a.shape[0]), col_b.new_empty(col_b.shape[0]))
+
+
+@torch.library.register_fake("learnsolve::csr_add_values")
+def _csr_add_values_fake(values_a, map_a, values_b, map_b, nnz, alpha, beta):
+    return values_a.new_empty(nnz)
 
 
 @torch.library.register_fake("learnsolve::spgemm_symbolic")
@@ -73,8 +85,15 @@ def _spgemm_symbolic_fake(crow_a, col_a, crow_b, col_b, ncols):
 
 
 @torch.library.register_fake("learnsolve::spgemm_numeric")
-def _spgemm_numeric_fake(crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c, ncols):
+def _spgemm_numeric_fake(crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c, ncols,
+                         at_crow=None, at_col=None, at_perm=None):
     return values_a.new_empty(col_c.shape[0])
+
+
+@torch.library.register_fake("learnsolve::spgemm_grad_b")
+def _spgemm_grad_b_fake(at_crow, at_col, at_perm, values_a, crow_c, col_c, grad_c, crow_b, col_b,
+                        ncols):
+    return values_a.new_empty(col_b.shape[0])
 
 
 @torch.library.register_fake("learnsolve::spgemm_masked")
@@ -82,35 +101,43 @@ def _spgemm_masked_fake(crow_m, col_m, crow_v, col_v, values_v, crow_w, col_w, v
     return values_v.new_empty(col_m.shape[0])
 
 
-# --------------------------------------------------------------------------- y = A x, Y = A X
-# d values[p] = sum_k V[r(p), k] X[c(p), k]   ->  sampled_matmul(A, V, X)
-# d X        = A^T V                          ->  the same product on the transpose
+# --------------------------------------------------------------------------- y = op(A) x
+# y = A x:    d values[p] = sum_k V[r(p), k] X[c(p), k] = sampled_matmul(A; V, X)
+#             d X = A^T V  (the same op with transpose=True: no copy of A^T)
+# y = A^T x:  d values[p] = sum_k X[r(p), k] V[c(p), k] = sampled_matmul(A; X, V)
+#             d X = A V
 
-def _spmx_setup(ctx, inputs, output):
-    crow, col, values, x, t_crow, t_col, t_perm = inputs
-    ctx.ncols = x.shape[0]
+def _product_setup(ctx, inputs, output):
+    crow, col, values, x, t_crow, t_col, t_perm, transpose = inputs
+    ctx.transpose = transpose
+    ctx.ncols = x.shape[0] if not transpose else crow.shape[0] - 1
     ctx.save_for_backward(crow, col, values, x, t_crow, t_col, t_perm)
 
 
-def _spmx_backward(ctx, grad):
+def _product_backward(ctx, grad):
     crow, col, values, x, t_crow, t_col, t_perm = ctx.saved_tensors
+    product = ops.spmv if grad.dim() == 1 else ops.spmm
     grad_values = grad_x = None
     if ctx.needs_input_grad[2]:
-        grad_values = ops.sampled_matmul(crow, col, grad, x)
+        rows, cols = (x, grad) if ctx.transpose else (grad, x)
+        grad_values = ops.sampled_matmul(crow, col, rows, cols)
     if ctx.needs_input_grad[3]:
-        t_crow, t_col, t_perm = transpose_arrays(crow, col, ctx.ncols, t_crow, t_col, t_perm)
-        product = ops.spmv if grad.dim() == 1 else ops.spmm
-        grad_x = product(t_crow, t_col, values[t_perm], grad)
-    return None, None, grad_values, grad_x, None, None, None
+        if not ctx.transpose:
+            t_crow, t_col, t_perm = transpose_arrays(crow, col, x.shape[0], t_crow, t_col,
+                                                     t_perm)
+        grad_x = product(crow, col, values, grad, t_crow, t_col, t_perm, not ctx.transpose)
+    return None, None, grad_values, grad_x, None, None, None, None
 
 
-torch.library.register_autograd("learnsolve::spmv", _spmx_backward, setup_context=_spmx_setup)
-torch.library.register_autograd("learnsolve::spmm", _spmx_backward, setup_context=_spmx_setup)
+torch.library.register_autograd("learnsolve::spmv", _product_backward,
+                                setup_context=_product_setup)
+torch.library.register_autograd("learnsolve::spmm", _product_backward,
+                                setup_context=_product_setup)
 
 
 # --------------------------------------------------------------------------- (X Y^T) ⊙ mask(A)
 # out[p] = sum_k X[r(p), k] Y[c(p), k]
-# d X = S(g) Y,  d Y = S(g)^T X
+# d X = S(g) Y,  d Y = S(g)^T X  (transpose=True: no copy of S(g)^T)
 
 def _sampled_setup(ctx, inputs, output):
     crow, col, x, y, t_crow, t_col, t_perm = inputs
@@ -125,7 +152,7 @@ def _sampled_backward(ctx, grad):
         grad_x = product(crow, col, grad, y)
     if ctx.needs_input_grad[3]:
         t_crow, t_col, t_perm = transpose_arrays(crow, col, y.shape[0], t_crow, t_col, t_perm)
-        grad_y = product(t_crow, t_col, grad[t_perm], x)
+        grad_y = product(crow, col, grad, x, t_crow, t_col, t_perm, True)
     return None, None, grad_x, grad_y, None, None, None
 
 
@@ -133,45 +160,149 @@ torch.library.register_autograd("learnsolve::sampled_matmul", _sampled_backward,
                                 setup_context=_sampled_setup)
 
 
+# --------------------------------------------------------------------------- moves of values
+# gather:  out = alpha source[index]        d source = scatter(alpha g),  d alpha = <g, source[index]>
+# scatter: out[index] += alpha source       d source = gather(alpha g),   d alpha = <g[index], source>
+
+def _scale_grad(needed: bool, product: torch.Tensor, alpha):
+    return product.sum().to(alpha) if needed else None
+
+
+def _needs(ctx, i: int) -> bool:
+    """Whether input i needs a gradient (False for a trailing default not passed)."""
+    return i < len(ctx.needs_input_grad) and ctx.needs_input_grad[i]
+
+
+def _gather_setup(ctx, inputs, output):
+    source, index, alpha = inputs
+    ctx.size = source.shape[0]
+    ctx.save_for_backward(source, index, alpha)
+
+
+def _gather_backward(ctx, grad):
+    source, index, alpha = ctx.saved_tensors
+    grad_source = (ops.scatter_add_scaled(grad, index, ctx.size, alpha)
+                   if ctx.needs_input_grad[0] else None)
+    grad_alpha = (_scale_grad(True, grad * ops.gather_scaled(source, index), alpha)
+                  if _needs(ctx, 2) else None)
+    return grad_source, None, grad_alpha
+
+
+torch.library.register_autograd("learnsolve::gather_scaled", _gather_backward,
+                                setup_context=_gather_setup)
+
+
+def _scatter_setup(ctx, inputs, output):
+    source, index, size, alpha = inputs
+    ctx.save_for_backward(source, index, alpha)
+
+
+def _scatter_backward(ctx, grad):
+    source, index, alpha = ctx.saved_tensors
+    grad_source = ops.gather_scaled(grad, index, alpha) if ctx.needs_input_grad[0] else None
+    grad_alpha = (_scale_grad(True, ops.gather_scaled(grad, index) * source, alpha)
+                  if _needs(ctx, 3) else None)
+    return grad_source, None, None, grad_alpha
+
+
+torch.library.register_autograd("learnsolve::scatter_add_scaled", _scatter_backward,
+                                setup_context=_scatter_setup)
+
+
+# --------------------------------------------------------------------------- alpha A + beta B
+# d values_a = alpha G[map_a],  d alpha = <G[map_a], values_a>  (and so for B)
+
+def _add_setup(ctx, inputs, output):
+    values_a, map_a, values_b, map_b, nnz, alpha, beta = inputs
+    ctx.save_for_backward(values_a, map_a, values_b, map_b, alpha, beta)
+
+
+def _add_backward(ctx, grad):
+    values_a, map_a, values_b, map_b, alpha, beta = ctx.saved_tensors
+    grads = []
+    for values, index, scale, need_values, need_scale in (
+            (values_a, map_a, alpha, ctx.needs_input_grad[0], ctx.needs_input_grad[5]),
+            (values_b, map_b, beta, ctx.needs_input_grad[2], ctx.needs_input_grad[6])):
+        grads.append(ops.gather_scaled(grad, index, scale) if need_values else None)
+        grads.append(_scale_grad(need_scale, ops.gather_scaled(grad, index) * values, scale)
+                     if need_scale else None)
+    grad_a, grad_alpha, grad_b, grad_beta = grads
+    return grad_a, None, grad_b, None, None, grad_alpha, grad_beta
+
+
+torch.library.register_autograd("learnsolve::csr_add_values", _add_backward,
+                                setup_context=_add_setup)
+
+
 # --------------------------------------------------------------------------- C = A B
-# d A = (G B^T) ⊙ mask(A)                      = spgemm_masked(A; G, B)
-# d B = (A^T G) ⊙ mask(B) = ((G^T A) ⊙ mask(B^T))^T
-#                                              = spgemm_masked(B^T; G^T, A^T), scattered back
-# Only entries inside the masks are computed; the transposes are counting
-# sorts, O(nnz), beside the O(flops) products.
+# d A = (G B^T) ⊙ mask(A) = spgemm_masked(A; G, B)
+# d B = (A^T G) ⊙ mask(B) = spgemm_grad_b, from the cached transpose of A
+# Only entries inside the masks are computed; nothing is transposed per call.
 
 def _spgemm_setup(ctx, inputs, output):
-    crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c, ncols = inputs
+    (crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c, ncols,
+     at_crow, at_col, at_perm) = inputs
     ctx.ncols = ncols
-    ctx.save_for_backward(crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c)
+    ctx.save_for_backward(crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c,
+                          at_crow, at_col, at_perm)
 
 
 def _spgemm_backward(ctx, grad):
-    crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c = ctx.saved_tensors
-    ncols = ctx.ncols
-    inner = crow_b.shape[0] - 1
+    (crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c,
+     at_crow, at_col, at_perm) = ctx.saved_tensors
     grad_a = grad_b = None
     if ctx.needs_input_grad[2]:
         grad_a = ops.spgemm_masked(crow_a, col_a, crow_c, col_c, grad, crow_b, col_b, values_b,
-                                   ncols)
+                                   ctx.ncols)
     if ctx.needs_input_grad[5]:
-        bt_crow, bt_col, bt_perm = ops.transpose(crow_b, col_b, ncols)
-        ct_crow, ct_col, ct_perm = ops.transpose(crow_c, col_c, ncols)
-        at_crow, at_col, at_perm = ops.transpose(crow_a, col_a, inner)
-        grad_bt = ops.spgemm_masked(bt_crow, bt_col, ct_crow, ct_col, grad[ct_perm], at_crow,
-                                    at_col, values_a[at_perm], crow_a.shape[0] - 1)
-        grad_b = _scatter_back(grad_bt, bt_perm)
-    return None, None, grad_a, None, None, grad_b, None, None, None
+        at_crow, at_col, at_perm = transpose_arrays(crow_a, col_a, crow_b.shape[0] - 1, at_crow,
+                                                    at_col, at_perm)
+        grad_b = ops.spgemm_grad_b(at_crow, at_col, at_perm, values_a, crow_c, col_c, grad,
+                                   crow_b, col_b, ctx.ncols)
+    return (None, None, grad_a, None, None, grad_b, None, None, None, None, None, None)
 
 
 torch.library.register_autograd("learnsolve::spgemm_numeric", _spgemm_backward,
                                 setup_context=_spgemm_setup)
 
 
+# --------------------------------------------------------------------------- (A^T G) ⊙ mask(B)
+# out[(k, j)] = sum_i A[i, k] G[i, j], bilinear in A and G; with incoming H on B's pattern:
+# d A = (G H^T) ⊙ mask(A) = spgemm_masked(A; G, H)
+# d G = (A H) ⊙ mask(C)   = spgemm_masked(C; A, H^T)
+# (double backward of SpGEMM only: the transposes here are computed per call)
+
+def _grad_b_setup(ctx, inputs, output):
+    at_crow, at_col, at_perm, values_a, crow_c, col_c, grad_c, crow_b, col_b, ncols = inputs
+    ctx.ncols = ncols
+    ctx.save_for_backward(at_crow, at_col, at_perm, values_a, crow_c, col_c, grad_c, crow_b,
+                          col_b)
+
+
+def _grad_b_backward(ctx, h):
+    at_crow, at_col, at_perm, values_a, crow_c, col_c, grad_c, crow_b, col_b = ctx.saved_tensors
+    nrows_a = crow_c.shape[0] - 1
+    crow_a, col_a, _ = ops.transpose(at_crow, at_col, nrows_a)  # A's pattern, A's value order
+    grad_values_a = grad_grad_c = None
+    if ctx.needs_input_grad[3]:
+        grad_values_a = ops.spgemm_masked(crow_a, col_a, crow_c, col_c, grad_c, crow_b, col_b, h,
+                                          ctx.ncols)
+    if ctx.needs_input_grad[6]:
+        bt_crow, bt_col, bt_perm = ops.transpose(crow_b, col_b, ctx.ncols)
+        grad_grad_c = ops.spgemm_masked(crow_c, col_c, crow_a, col_a, values_a, bt_crow, bt_col,
+                                        h[bt_perm], crow_b.shape[0] - 1)
+    return None, None, None, grad_values_a, None, None, grad_grad_c, None, None, None
+
+
+torch.library.register_autograd("learnsolve::spgemm_grad_b", _grad_b_backward,
+                                setup_context=_grad_b_setup)
+
+
 # --------------------------------------------------------------------------- (V W^T) ⊙ mask(M)
 # out[p] = sum_i V[r(p), i] W[c(p), i]
 # d V = (S(g) W) ⊙ mask(V)   = spgemm_masked(V; S(g), W^T)
 # d W = (S(g)^T V) ⊙ mask(W) = spgemm_masked(W; S(g)^T, V^T)
+# (double backward of SpGEMM only: the transposes here are computed per call)
 
 def _masked_setup(ctx, inputs, output):
     crow_m, col_m, crow_v, col_v, values_v, crow_w, col_w, values_w, inner = inputs

@@ -58,22 +58,27 @@ def matmul(A: CSRMatrix, other):
     if other.shape[0] != A.shape[1]:
         raise ValueError(f"x: expected {A.shape[1]} rows (the columns of the {A.shape[0]}x"
                          f"{A.shape[1]} matrix), got shape {tuple(other.shape)}")
-    transposed = (A._pattern.transpose_arrays() if _needs_transpose(other)
-                  else (None, None, None))
+    transposed = A._pattern.transpose_arrays() if _needs_transpose(other) else (None,) * 3
     product = ops.spmv if other.dim() == 1 else ops.spmm
     return product(A.crow_indices, A.col_indices, A.values, other, *transposed)
 
 
 def rmatmul(x: torch.Tensor, A: CSRMatrix) -> torch.Tensor:
-    """``x @ A`` for dense x, computed as ``(A^T @ x^T)^T``."""
+    """``x @ A`` for dense x (1-D, or 2-D with rows as vectors): ``A^T`` applied
+    through the cached transpose, with no copy of A's values."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"matmul: expected the left operand to be a torch.Tensor, "
                         f"got {type(x).__name__}")
+    _check_operand(A, x, "x")
+    if x.dim() not in (1, 2):
+        raise ValueError(f"x: expected a 1-D or 2-D tensor, got shape {tuple(x.shape)}")
+    if x.shape[-1] != A.shape[0]:
+        raise ValueError(f"x: expected {A.shape[0]} columns (the rows of the {A.shape[0]}x"
+                         f"{A.shape[1]} matrix), got shape {tuple(x.shape)}")
+    transposed = A._pattern.transpose_arrays()
     if x.dim() == 1:
-        return matmul(A.T, x)
-    if x.dim() == 2:
-        return matmul(A.T, x.T).T
-    raise ValueError(f"x: expected a 1-D or 2-D tensor, got shape {tuple(x.shape)}")
+        return ops.spmv(A.crow_indices, A.col_indices, A.values, x, *transposed, True)
+    return ops.spmm(A.crow_indices, A.col_indices, A.values, x.T, *transposed, True).T
 
 
 def _spgemm(A: CSRMatrix, B: CSRMatrix) -> CSRMatrix:
@@ -83,8 +88,10 @@ def _spgemm(A: CSRMatrix, B: CSRMatrix) -> CSRMatrix:
     V.check_same_dtype("A", A.values, "B", B.values)
     V.check_same_device("A", A.values, "B", B.values)
     pattern = A._pattern.product(B._pattern)
+    transposed = A._pattern.transpose_arrays() if _needs_transpose(B.values) else (None,) * 3
     values = ops.spgemm_numeric(A.crow_indices, A.col_indices, A.values, B.crow_indices,
-                                B.col_indices, B.values, pattern.crow, pattern.col, B.shape[1])
+                                B.col_indices, B.values, pattern.crow, pattern.col, B.shape[1],
+                                *transposed)
     return CSRMatrix._from_pattern(pattern, values)
 
 
@@ -119,12 +126,18 @@ def add(A: CSRMatrix, B: CSRMatrix, alpha=1.0, beta=1.0) -> CSRMatrix:
             [0.0000, 1.5000]])
     """
     _check_pair(A, B, "add")
-    alpha = V.check_scalar(alpha, "alpha")
-    beta = V.check_scalar(beta, "beta")
+    alpha = _scalar_tensor(V.check_scalar(alpha, "alpha"), A.values)
+    beta = _scalar_tensor(V.check_scalar(beta, "beta"), A.values)
     pattern, map_a, map_b = A._pattern.union(B._pattern)
-    values = A.values.new_zeros(pattern.nnz)
-    values = values.index_add(0, map_a, A.values * alpha).index_add(0, map_b, B.values * beta)
+    values = ops.csr_add_values(A.values, map_a, B.values, map_b, pattern.nnz, alpha, beta)
     return CSRMatrix._from_pattern(pattern, values)
+
+
+def _scalar_tensor(alpha, like: torch.Tensor) -> torch.Tensor:
+    """A number as a 0-d tensor of ``like``'s dtype; a tensor as it is (differentiable)."""
+    if isinstance(alpha, torch.Tensor):
+        return alpha
+    return torch.tensor(alpha, dtype=like.dtype)
 
 
 def scale(A: CSRMatrix, alpha) -> CSRMatrix:
@@ -146,7 +159,8 @@ def multiply(A: CSRMatrix, other) -> CSRMatrix:
     if isinstance(other, CSRMatrix):
         _check_pair(A, other, "multiply")
         pattern, index_a, index_b = A._pattern.intersection(other._pattern)
-        return CSRMatrix._from_pattern(pattern, A.values[index_a] * other.values[index_b])
+        values = ops.gather_scaled(A.values, index_a) * ops.gather_scaled(other.values, index_b)
+        return CSRMatrix._from_pattern(pattern, values)
     if isinstance(other, numbers.Real) or (isinstance(other, torch.Tensor) and other.dim() == 0):
         return scale(A, other)
     raise TypeError(f"multiply: expected a number, a 0-d tensor or a CSRMatrix, got "
@@ -186,7 +200,7 @@ def sampled_matmul(A: CSRMatrix, X: torch.Tensor, Y: torch.Tensor) -> CSRMatrix:
     if X.shape[0] != A.shape[0] or Y.shape[0] != A.shape[1] or X.shape[1:] != Y.shape[1:]:
         raise ValueError(f"X, Y: expected shapes ({A.shape[0]}, k) and ({A.shape[1]}, k) for a "
                          f"{A.shape} pattern, got {tuple(X.shape)} and {tuple(Y.shape)}")
-    transposed = A._pattern.transpose_arrays() if _needs_transpose(Y) else (None, None, None)
+    transposed = A._pattern.transpose_arrays() if _needs_transpose(Y) else (None,) * 3
     values = ops.sampled_matmul(A.crow_indices, A.col_indices, X, Y, *transposed)
     return CSRMatrix._from_pattern(A._pattern, values)
 

@@ -6,6 +6,7 @@ import warnings
 import torch
 
 from . import validation as V
+from ._ops import ops
 from .pattern import Pattern
 
 __all__ = ["CSRMatrix"]
@@ -258,7 +259,7 @@ class CSRMatrix:
     def transpose(self) -> "CSRMatrix":
         """A^T; its pattern is cached, so the values are one gather (differentiable)."""
         pattern, perm = self._pattern.transpose()
-        return CSRMatrix._from_pattern(pattern, self.values[perm])
+        return CSRMatrix._from_pattern(pattern, ops.gather_scaled(self.values, perm))
 
     @property
     def T(self) -> "CSRMatrix":

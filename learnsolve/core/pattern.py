@@ -60,16 +60,21 @@ class Pattern:
     def transpose(self) -> tuple["Pattern", torch.Tensor]:
         """``(pattern of A^T, perm)`` with ``values(A^T) = values(A)[perm]``.
 
-        The transposed pattern knows its own transpose (this pattern and the
-        inverse permutation), so ``A.T.T`` costs two gathers.
+        The transposed pattern knows that its own transpose is this pattern
+        (with the inverse permutation, computed when first asked for), so
+        ``A.T.T`` shares A's pattern and caches.
         """
         if "transpose" not in self._cache:
-            t_crow, t_col, perm = ops.transpose(self.crow, self.col, self.shape[1])
-            t = Pattern(t_crow, t_col, (self.shape[1], self.shape[0]))
-            inverse = torch.empty_like(perm)
-            inverse[perm] = torch.arange(self.nnz, device=self.device)
-            self._cache["transpose"] = (t, perm)
-            t._cache["transpose"] = (self, inverse)
+            if "transpose_of" in self._cache:
+                original, perm = self._cache["transpose_of"]
+                inverse = torch.empty_like(perm)
+                inverse[perm] = torch.arange(self.nnz, device=self.device)
+                self._cache["transpose"] = (original, inverse)
+            else:
+                t_crow, t_col, perm = ops.transpose(self.crow, self.col, self.shape[1])
+                t = Pattern(t_crow, t_col, (self.shape[1], self.shape[0]))
+                t._cache["transpose_of"] = (self, perm)
+                self._cache["transpose"] = (t, perm)
         return self._cache["transpose"]
 
     def transpose_arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
