@@ -69,11 +69,13 @@ def test_check_false_skips_validation():
     assert A.nnz == 3
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_device_mismatch():
+    """Arrays on different devices (meta stands in for a GPU) are refused."""
     crow, col, values = _arrays()
     with pytest.raises(ValueError, match=r"values: expected a tensor on cpu"):
-        CSR(crow, col, values.cuda(), (3, 4))
+        CSR(crow, col, values.to("meta"), (3, 4))
+    with pytest.raises(ValueError, match=r"col_indices: expected a tensor on cpu"):
+        CSR(crow, col.to("meta"), values, (3, 4))
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -149,11 +149,20 @@ def test_matmul_bad_operands():
         ls.sampled_matmul(A, torch.ones(12, dtype=torch.float64), torch.ones(12))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_matmul_device_mismatch():
+def test_device_mismatch():
+    """A tensor on another device (the meta device stands in for a GPU) is refused."""
     S, A = make("square", torch.float64)
+    other = torch.ones(12, dtype=torch.float64, device="meta")
     with pytest.raises(ValueError, match=r"x: expected a tensor on cpu"):
-        A @ torch.ones(12, dtype=torch.float64, device="cuda")
+        A @ other
+    with pytest.raises(ValueError, match=r"x: expected a tensor on cpu"):
+        other @ A
+    with pytest.raises(ValueError, match=r"X: expected a tensor on cpu"):
+        ls.sampled_matmul(A, other, other)
+    with pytest.raises(ValueError, match=r"B: expected a tensor on cpu"):
+        A @ A.to("meta")
+    with pytest.raises(ValueError, match=r"values: expected a tensor on cpu"):
+        A.with_values(A.values.to("meta"))
 
 
 def test_native_op_rejects_bad_arguments():
