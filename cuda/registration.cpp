@@ -26,6 +26,9 @@ TORCH_LIBRARY(learnsolve, m) {
         "Tensor? t_col=None, Tensor? t_perm=None, bool transpose=False) -> Tensor");
   m.def("spmm(Tensor crow, Tensor col, Tensor values, Tensor x, Tensor? t_crow=None, "
         "Tensor? t_col=None, Tensor? t_perm=None, bool transpose=False) -> Tensor");
+  // Both gradients of y = A x in one pass: (g x^T ⊙ mask(A) as values, A^T g).
+  m.def("spmv_backward(Tensor crow, Tensor col, Tensor values, Tensor x, Tensor grad) "
+        "-> (Tensor, Tensor)");
   // (X Y^T) restricted to the pattern, as the values of that pattern.
   m.def("sampled_matmul(Tensor crow, Tensor col, Tensor x, Tensor y, Tensor? t_crow=None, "
         "Tensor? t_col=None, Tensor? t_perm=None) -> Tensor");

@@ -49,6 +49,10 @@ def test_spmv_gradcheck(case, device):
     values = A.values.clone().requires_grad_()
     x = randn(A.shape[1], device=device, requires_grad=True)
     assert gradcheck(lambda v, x: A.with_values(v) @ x, (values, x))
+    # both gradients at once take the fused backward; each alone, the separate ones
+    assert gradgradcheck(lambda v, x: A.with_values(v) @ x, (values, x))
+    assert gradgradcheck(lambda v: A.with_values(v) @ x.detach(), (values,))
+    assert gradgradcheck(lambda x: A @ x, (x,))
 
 
 @pytest.mark.parametrize("case", ["square", "empty_rows_cols", "dense_row", "tall", "nnz0"])
@@ -130,6 +134,7 @@ def test_opcheck(case):
     opcheck(ops.spmm, (crow, col, values, X))
     opcheck(ops.sampled_matmul, (crow, col, Y, X))
     opcheck(ops.transpose, (crow, col, A.shape[1]))
+    opcheck(ops.spmv_backward, (crow, col, values, x, randn(A.shape[0], requires_grad=True)))
 
 
 def test_matmul_bad_operands():

@@ -46,6 +46,11 @@ def _spmm_fake(crow, col, values, x, t_crow=None, t_col=None, t_perm=None, trans
     return x.new_empty(rows, x.shape[1])
 
 
+@torch.library.register_fake("learnsolve::spmv_backward")
+def _spmv_backward_fake(crow, col, values, x, grad):
+    return values.new_empty(col.shape[0]), x.new_empty(x.shape[0])
+
+
 @torch.library.register_fake("learnsolve::sampled_matmul")
 def _sampled_matmul_fake(crow, col, x, y, t_crow=None, t_col=None, t_perm=None):
     return x.new_empty(col.shape[0])
@@ -116,12 +121,16 @@ def _product_setup(ctx, inputs, output):
 
 def _product_backward(ctx, grad):
     crow, col, values, x, t_crow, t_col, t_perm = ctx.saved_tensors
+    need_values, need_x = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
+    if need_values and need_x and grad.dim() == 1 and not ctx.transpose:
+        grad_values, grad_x = ops.spmv_backward(crow, col, values, x, grad)
+        return None, None, grad_values, grad_x, None, None, None, None
     product = ops.spmv if grad.dim() == 1 else ops.spmm
     grad_values = grad_x = None
-    if ctx.needs_input_grad[2]:
+    if need_values:
         rows, cols = (x, grad) if ctx.transpose else (grad, x)
         grad_values = ops.sampled_matmul(crow, col, rows, cols)
-    if ctx.needs_input_grad[3]:
+    if need_x:
         if not ctx.transpose:
             t_crow, t_col, t_perm = transpose_arrays(crow, col, x.shape[0], t_crow, t_col,
                                                      t_perm)
@@ -133,6 +142,37 @@ torch.library.register_autograd("learnsolve::spmv", _product_backward,
                                 setup_context=_product_setup)
 torch.library.register_autograd("learnsolve::spmm", _product_backward,
                                 setup_context=_product_setup)
+
+
+# --------------------------------------------------------------------------- spmv_backward
+# (grad_values, grad_x) = (sampled_matmul(A; g, x), A^T g); with incoming (h_v, h_x):
+# d g = S(h_v) x + A h_x,  d x = S(h_v)^T g,  d values = sampled_matmul(A; g, h_x)
+
+def _spmv_backward_setup(ctx, inputs, output):
+    crow, col, values, x, grad = inputs
+    ctx.save_for_backward(crow, col, values, x, grad)
+
+
+def _spmv_backward_backward(ctx, h_values, h_x):
+    crow, col, values, x, grad = ctx.saved_tensors
+    d_values = d_x = d_grad = None
+    if h_x is not None:
+        if ctx.needs_input_grad[2]:
+            d_values = ops.sampled_matmul(crow, col, grad, h_x)
+        if ctx.needs_input_grad[4]:
+            d_grad = ops.spmv(crow, col, values, h_x)
+    if h_values is not None:
+        if ctx.needs_input_grad[3]:
+            transposed = transpose_arrays(crow, col, x.shape[0])
+            d_x = ops.spmv(crow, col, h_values, grad, *transposed, True)
+        if ctx.needs_input_grad[4]:
+            from_values = ops.spmv(crow, col, h_values, x)
+            d_grad = from_values if d_grad is None else d_grad + from_values
+    return None, None, d_values, d_x, d_grad
+
+
+torch.library.register_autograd("learnsolve::spmv_backward", _spmv_backward_backward,
+                                setup_context=_spmv_backward_setup)
 
 
 # --------------------------------------------------------------------------- (X Y^T) ⊙ mask(A)
