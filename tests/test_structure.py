@@ -68,3 +68,22 @@ def test_no_stored_diagonal():
     off = A.tril(-1) + A.triu(1)
     assert torch.all(off.diagonal() == 0)
     assert off.tril(0).nnz == A.tril(-1).nnz
+
+
+def test_caches_make_no_reference_cycle():
+    """A matrix and its cached transpose and products are freed by reference
+    counting alone: a cycle would keep their arrays until the collector runs."""
+    import gc
+    import weakref
+    S, A = make("square")
+    gc.disable()
+    try:
+        B = CSRMatrix(A.crow_indices, A.col_indices, A.values, A.shape, check=False)
+        T = B.T
+        assert T.T._pattern is B._pattern
+        C = (B @ B.T) + B.T.T
+        refs = [weakref.ref(p) for p in (B._pattern, T._pattern, C._pattern)]
+        del B, T, C
+        assert all(r() is None for r in refs)
+    finally:
+        gc.enable()

@@ -204,8 +204,9 @@ torch.library.register_autograd("learnsolve::sampled_matmul", _sampled_backward,
 # gather:  out = alpha source[index]        d source = scatter(alpha g),  d alpha = <g, source[index]>
 # scatter: out[index] += alpha source       d source = gather(alpha g),   d alpha = <g[index], source>
 
-def _scale_grad(needed: bool, product: torch.Tensor, alpha):
-    return product.sum().to(alpha) if needed else None
+def _scale_grad(product: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The gradient of a scale factor: the sum of its products, as alpha's type."""
+    return product.sum().to(alpha)
 
 
 def _needs(ctx, i: int) -> bool:
@@ -223,7 +224,7 @@ def _gather_backward(ctx, grad):
     source, index, alpha = ctx.saved_tensors
     grad_source = (ops.scatter_add_scaled(grad, index, ctx.size, alpha)
                    if ctx.needs_input_grad[0] else None)
-    grad_alpha = (_scale_grad(True, grad * ops.gather_scaled(source, index), alpha)
+    grad_alpha = (_scale_grad(grad * ops.gather_scaled(source, index), alpha)
                   if _needs(ctx, 2) else None)
     return grad_source, None, grad_alpha
 
@@ -240,7 +241,7 @@ def _scatter_setup(ctx, inputs, output):
 def _scatter_backward(ctx, grad):
     source, index, alpha = ctx.saved_tensors
     grad_source = ops.gather_scaled(grad, index, alpha) if ctx.needs_input_grad[0] else None
-    grad_alpha = (_scale_grad(True, ops.gather_scaled(grad, index) * source, alpha)
+    grad_alpha = (_scale_grad(ops.gather_scaled(grad, index) * source, alpha)
                   if _needs(ctx, 3) else None)
     return grad_source, None, None, grad_alpha
 
@@ -264,7 +265,7 @@ def _add_backward(ctx, grad):
             (values_a, map_a, alpha, ctx.needs_input_grad[0], ctx.needs_input_grad[5]),
             (values_b, map_b, beta, ctx.needs_input_grad[2], ctx.needs_input_grad[6])):
         grads.append(ops.gather_scaled(grad, index, scale) if need_values else None)
-        grads.append(_scale_grad(need_scale, ops.gather_scaled(grad, index) * values, scale)
+        grads.append(_scale_grad(ops.gather_scaled(grad, index) * values, scale)
                      if need_scale else None)
     grad_a, grad_alpha, grad_b, grad_beta = grads
     return grad_a, None, grad_b, None, None, grad_alpha, grad_beta

@@ -60,22 +60,27 @@ class Pattern:
     def transpose(self) -> tuple["Pattern", torch.Tensor]:
         """``(pattern of A^T, perm)`` with ``values(A^T) = values(A)[perm]``.
 
-        The transposed pattern knows that its own transpose is this pattern
-        (with the inverse permutation, computed when first asked for), so
-        ``A.T.T`` shares A's pattern and caches.
+        The transposed pattern refers back to this one weakly (a strong link
+        both ways would be a reference cycle, which keeps large arrays alive
+        until the garbage collector runs): while this pattern lives,
+        ``A.T.T`` shares it and its caches, at the cost of one inverse
+        permutation.
         """
-        if "transpose" not in self._cache:
-            if "transpose_of" in self._cache:
-                original, perm = self._cache["transpose_of"]
-                inverse = torch.empty_like(perm)
-                inverse[perm] = torch.arange(self.nnz, device=self.device)
-                self._cache["transpose"] = (original, inverse)
-            else:
-                t_crow, t_col, perm = ops.transpose(self.crow, self.col, self.shape[1])
-                t = Pattern(t_crow, t_col, (self.shape[1], self.shape[0]))
-                t._cache["transpose_of"] = (self, perm)
-                self._cache["transpose"] = (t, perm)
-        return self._cache["transpose"]
+        if "transpose" in self._cache:
+            return self._cache["transpose"]
+        origin = self._cache.get("transpose_of")
+        original = origin[0]() if origin is not None else None
+        if original is not None:
+            if origin[2] is None:
+                inverse = torch.empty_like(origin[1])
+                inverse[origin[1]] = torch.arange(self.nnz, device=self.device)
+                self._cache["transpose_of"] = origin = (origin[0], origin[1], inverse)
+            return original, origin[2]
+        t_crow, t_col, perm = ops.transpose(self.crow, self.col, self.shape[1])
+        t = Pattern(t_crow, t_col, (self.shape[1], self.shape[0]))
+        t._cache["transpose_of"] = (weakref.ref(self), perm, None)
+        self._cache["transpose"] = (t, perm)
+        return t, perm
 
     def transpose_arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(t_crow, t_col, t_perm)`` as the native ops take them."""
