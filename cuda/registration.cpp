@@ -44,18 +44,15 @@ TORCH_LIBRARY(learnsolve, m) {
   // entry of A (of B) its position in the result, or -1 where it has none.
   m.def("csr_merge(Tensor crow_a, Tensor col_a, Tensor crow_b, Tensor col_b, bool intersect) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
-  // C = A B in two phases: the pattern, then the values on that pattern. The
-  // transpose pattern of A (at_*) serves the backward pass for B.
+  // C = A B in two phases: the pattern, then the values on that pattern.
   m.def("spgemm_symbolic(Tensor crow_a, Tensor col_a, Tensor crow_b, Tensor col_b, int ncols) "
         "-> (Tensor, Tensor)");
   m.def("spgemm_numeric(Tensor crow_a, Tensor col_a, Tensor values_a, Tensor crow_b, "
-        "Tensor col_b, Tensor values_b, Tensor crow_c, Tensor col_c, int ncols, "
-        "Tensor? at_crow=None, Tensor? at_col=None, Tensor? at_perm=None) -> Tensor");
+        "Tensor col_b, Tensor values_b, Tensor crow_c, Tensor col_c, int ncols) -> Tensor");
   // (A^T G) restricted to the pattern of B, for G on the pattern of C = A B:
-  // the SpGEMM backward for B, from the transpose pattern of A.
-  m.def("spgemm_grad_b(Tensor at_crow, Tensor at_col, Tensor at_perm, Tensor values_a, "
-        "Tensor crow_c, Tensor col_c, Tensor grad_c, Tensor crow_b, Tensor col_b, int ncols) "
-        "-> Tensor");
+  // the SpGEMM backward for B.
+  m.def("spgemm_grad_b(Tensor crow_a, Tensor col_a, Tensor values_a, Tensor crow_c, "
+        "Tensor col_c, Tensor grad_c, Tensor crow_b, Tensor col_b, int ncols) -> Tensor");
   // Values of alpha A + beta B on their union, from csr_merge's maps.
   m.def("csr_add_values(Tensor values_a, Tensor map_a, Tensor values_b, Tensor map_b, int nnz, "
         "Tensor alpha, Tensor beta) -> Tensor");

@@ -11,10 +11,7 @@ namespace {
 at::Tensor spgemm_numeric_cpu(const at::Tensor& crow_a, const at::Tensor& col_a,
                               const at::Tensor& values_a, const at::Tensor& crow_b,
                               const at::Tensor& col_b, const at::Tensor& values_b,
-                              const at::Tensor& crow_c, const at::Tensor& col_c, int64_t ncols,
-                              const std::optional<at::Tensor>& /*at_crow*/,
-                              const std::optional<at::Tensor>& /*at_col*/,
-                              const std::optional<at::Tensor>& /*at_perm*/) {
+                              const at::Tensor& crow_c, const at::Tensor& col_c, int64_t ncols) {
   const char* op = "spgemm_numeric";
   check_pattern(crow_a, col_a, op, "crow_a", "col_a");
   check_pattern(crow_b, col_b, op, "crow_b", "col_b");

@@ -90,14 +90,12 @@ def _spgemm_symbolic_fake(crow_a, col_a, crow_b, col_b, ncols):
 
 
 @torch.library.register_fake("learnsolve::spgemm_numeric")
-def _spgemm_numeric_fake(crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c, ncols,
-                         at_crow=None, at_col=None, at_perm=None):
+def _spgemm_numeric_fake(crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c, ncols):
     return values_a.new_empty(col_c.shape[0])
 
 
 @torch.library.register_fake("learnsolve::spgemm_grad_b")
-def _spgemm_grad_b_fake(at_crow, at_col, at_perm, values_a, crow_c, col_c, grad_c, crow_b, col_b,
-                        ncols):
+def _spgemm_grad_b_fake(crow_a, col_a, values_a, crow_c, col_c, grad_c, crow_b, col_b, ncols):
     return values_a.new_empty(col_b.shape[0])
 
 
@@ -277,30 +275,25 @@ torch.library.register_autograd("learnsolve::csr_add_values", _add_backward,
 
 # --------------------------------------------------------------------------- C = A B
 # d A = (G B^T) ⊙ mask(A) = spgemm_masked(A; G, B)
-# d B = (A^T G) ⊙ mask(B) = spgemm_grad_b, from the cached transpose of A
-# Only entries inside the masks are computed; nothing is transposed per call.
+# d B = (A^T G) ⊙ mask(B) = spgemm_grad_b(A; G; B)
+# Only entries inside the masks are computed; nothing is transposed.
 
 def _spgemm_setup(ctx, inputs, output):
-    (crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c, ncols,
-     at_crow, at_col, at_perm) = inputs
+    crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c, ncols = inputs
     ctx.ncols = ncols
-    ctx.save_for_backward(crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c,
-                          at_crow, at_col, at_perm)
+    ctx.save_for_backward(crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c)
 
 
 def _spgemm_backward(ctx, grad):
-    (crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c,
-     at_crow, at_col, at_perm) = ctx.saved_tensors
+    crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c = ctx.saved_tensors
     grad_a = grad_b = None
     if ctx.needs_input_grad[2]:
         grad_a = ops.spgemm_masked(crow_a, col_a, crow_c, col_c, grad, crow_b, col_b, values_b,
                                    ctx.ncols)
     if ctx.needs_input_grad[5]:
-        at_crow, at_col, at_perm = transpose_arrays(crow_a, col_a, crow_b.shape[0] - 1, at_crow,
-                                                    at_col, at_perm)
-        grad_b = ops.spgemm_grad_b(at_crow, at_col, at_perm, values_a, crow_c, col_c, grad,
-                                   crow_b, col_b, ctx.ncols)
-    return (None, None, grad_a, None, None, grad_b, None, None, None, None, None, None)
+        grad_b = ops.spgemm_grad_b(crow_a, col_a, values_a, crow_c, col_c, grad, crow_b, col_b,
+                                   ctx.ncols)
+    return None, None, grad_a, None, None, grad_b, None, None, None
 
 
 torch.library.register_autograd("learnsolve::spgemm_numeric", _spgemm_backward,
@@ -311,28 +304,25 @@ torch.library.register_autograd("learnsolve::spgemm_numeric", _spgemm_backward,
 # out[(k, j)] = sum_i A[i, k] G[i, j], bilinear in A and G; with incoming H on B's pattern:
 # d A = (G H^T) ⊙ mask(A) = spgemm_masked(A; G, H)
 # d G = (A H) ⊙ mask(C)   = spgemm_masked(C; A, H^T)
-# (double backward of SpGEMM only: the transposes here are computed per call)
+# (double backward of SpGEMM only: the transpose of B is computed per call)
 
 def _grad_b_setup(ctx, inputs, output):
-    at_crow, at_col, at_perm, values_a, crow_c, col_c, grad_c, crow_b, col_b, ncols = inputs
+    crow_a, col_a, values_a, crow_c, col_c, grad_c, crow_b, col_b, ncols = inputs
     ctx.ncols = ncols
-    ctx.save_for_backward(at_crow, at_col, at_perm, values_a, crow_c, col_c, grad_c, crow_b,
-                          col_b)
+    ctx.save_for_backward(crow_a, col_a, values_a, crow_c, col_c, grad_c, crow_b, col_b)
 
 
 def _grad_b_backward(ctx, h):
-    at_crow, at_col, at_perm, values_a, crow_c, col_c, grad_c, crow_b, col_b = ctx.saved_tensors
-    nrows_a = crow_c.shape[0] - 1
-    crow_a, col_a, _ = ops.transpose(at_crow, at_col, nrows_a)  # A's pattern, A's value order
+    crow_a, col_a, values_a, crow_c, col_c, grad_c, crow_b, col_b = ctx.saved_tensors
     grad_values_a = grad_grad_c = None
-    if ctx.needs_input_grad[3]:
+    if ctx.needs_input_grad[2]:
         grad_values_a = ops.spgemm_masked(crow_a, col_a, crow_c, col_c, grad_c, crow_b, col_b, h,
                                           ctx.ncols)
-    if ctx.needs_input_grad[6]:
+    if ctx.needs_input_grad[5]:
         bt_crow, bt_col, bt_perm = ops.transpose(crow_b, col_b, ctx.ncols)
         grad_grad_c = ops.spgemm_masked(crow_c, col_c, crow_a, col_a, values_a, bt_crow, bt_col,
-                                        h[bt_perm], crow_b.shape[0] - 1)
-    return None, None, None, grad_values_a, None, None, grad_grad_c, None, None, None
+                                        ops.gather_scaled(h, bt_perm), crow_b.shape[0] - 1)
+    return None, None, grad_values_a, None, None, grad_grad_c, None, None, None
 
 
 torch.library.register_autograd("learnsolve::spgemm_grad_b", _grad_b_backward,
@@ -360,12 +350,12 @@ def _masked_backward(ctx, grad):
     if ctx.needs_input_grad[4]:
         wt_crow, wt_col, wt_perm = ops.transpose(crow_w, col_w, inner)
         grad_v = ops.spgemm_masked(crow_v, col_v, crow_m, col_m, grad, wt_crow, wt_col,
-                                   values_w[wt_perm], ncols_m)
+                                   ops.gather_scaled(values_w, wt_perm), ncols_m)
     if ctx.needs_input_grad[7]:
         mt_crow, mt_col, mt_perm = ops.transpose(crow_m, col_m, ncols_m)
         vt_crow, vt_col, vt_perm = ops.transpose(crow_v, col_v, inner)
-        grad_w = ops.spgemm_masked(crow_w, col_w, mt_crow, mt_col, grad[mt_perm], vt_crow, vt_col,
-                                   values_v[vt_perm], nrows_m)
+        grad_w = ops.spgemm_masked(crow_w, col_w, mt_crow, mt_col, ops.gather_scaled(grad, mt_perm), vt_crow,
+                                   vt_col, ops.gather_scaled(values_v, vt_perm), nrows_m)
     return None, None, None, None, grad_v, None, None, grad_w, None
 
 

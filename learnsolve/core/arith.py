@@ -88,10 +88,8 @@ def _spgemm(A: CSRMatrix, B: CSRMatrix) -> CSRMatrix:
     V.check_same_dtype("A", A.values, "B", B.values)
     V.check_same_device("A", A.values, "B", B.values)
     pattern = A._pattern.product(B._pattern)
-    transposed = A._pattern.transpose_arrays() if _needs_transpose(B.values) else (None,) * 3
     values = ops.spgemm_numeric(A.crow_indices, A.col_indices, A.values, B.crow_indices,
-                                B.col_indices, B.values, pattern.crow, pattern.col, B.shape[1],
-                                *transposed)
+                                B.col_indices, B.values, pattern.crow, pattern.col, B.shape[1])
     return CSRMatrix._from_pattern(pattern, values)
 
 
