@@ -117,6 +117,16 @@ T scale_value(const std::optional<at::Tensor>& alpha, const char* op) {
   return static_cast<T>(*a.data_ptr<double>());
 }
 
+// Checks the values and dense operand of a product A x (x of rank `dim`).
+inline void check_product_operands(const char* op, const at::Tensor& col, const at::Tensor& values,
+                                   const at::Tensor& x, int64_t dim) {
+  check_floating(values, op, "values");
+  check_same_dtype(values, x, op, "values", "x");
+  TORCH_CHECK(x.dim() == dim, op, ": expected x to be ", dim, "-D, got ", x.dim(), "-D");
+  TORCH_CHECK(values.numel() == col.numel(), op, ": expected values and col of equal length, got ",
+              values.numel(), " and ", col.numel());
+}
+
 // Below this much work (stored entries plus rows) a kernel runs on one thread:
 // starting threads would cost more than the loop.
 constexpr int64_t kSerialWork = 1 << 15;

@@ -13,11 +13,7 @@ at::Tensor spmm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Ten
                     const std::optional<at::Tensor>& t_col,
                     const std::optional<at::Tensor>& t_perm, bool transpose) {
   const ProductPattern a = product_pattern("spmm", crow, col, t_crow, t_col, t_perm, transpose);
-  check_floating(values, "spmm", "values");
-  check_same_dtype(values, x, "spmm", "values", "x");
-  TORCH_CHECK(x.dim() == 2, "spmm: expected x to be 2-D, got ", x.dim(), "-D");
-  TORCH_CHECK(values.numel() == col.numel(), "spmm: expected values and col of equal length, got ",
-              values.numel(), " and ", col.numel());
+  check_product_operands("spmm", col, values, x, 2);
   const int64_t nrows = a.crow.numel() - 1;
   const int64_t k = x.size(1);
   const auto values_c = values.contiguous();

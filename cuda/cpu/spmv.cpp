@@ -12,11 +12,7 @@ at::Tensor spmv_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Ten
                     const std::optional<at::Tensor>& t_col,
                     const std::optional<at::Tensor>& t_perm, bool transpose) {
   const ProductPattern a = product_pattern("spmv", crow, col, t_crow, t_col, t_perm, transpose);
-  check_floating(values, "spmv", "values");
-  check_same_dtype(values, x, "spmv", "values", "x");
-  TORCH_CHECK(x.dim() == 1, "spmv: expected x to be 1-D, got ", x.dim(), "-D");
-  TORCH_CHECK(values.numel() == col.numel(), "spmv: expected values and col of equal length, got ",
-              values.numel(), " and ", col.numel());
+  check_product_operands("spmv", col, values, x, 1);
   const int64_t nrows = a.crow.numel() - 1;
   const auto values_c = values.contiguous();
   const auto x_c = x.contiguous();

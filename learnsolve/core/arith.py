@@ -22,9 +22,21 @@ def _needs_transpose(x: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
 
 
-def _check_operand(A: CSRMatrix, x: torch.Tensor, name: str) -> None:
-    V.check_same_dtype("the matrix", A.values, name, x)
-    V.check_same_device("the matrix", A.values, name, x)
+def _check_operand(A: CSRMatrix, x, left: bool) -> None:
+    """Check a dense operand ``x`` of ``A @ x`` (or of ``x @ A`` when ``left``)."""
+    if not isinstance(x, torch.Tensor):
+        expected = "a torch.Tensor" if left else "a torch.Tensor or a CSRMatrix"
+        raise TypeError(f"matmul: expected the {'left' if left else 'right'} operand to be "
+                        f"{expected}, got {type(x).__name__}")
+    V.check_same_dtype("the matrix", A.values, "x", x)
+    V.check_same_device("the matrix", A.values, "x", x)
+    if x.dim() not in (1, 2):
+        raise ValueError(f"x: expected a 1-D or 2-D tensor, got shape {tuple(x.shape)}")
+    length, needed, what, of = ((x.shape[-1], A.shape[0], "columns", "rows") if left
+                                else (x.shape[0], A.shape[1], "rows", "columns"))
+    if length != needed:
+        raise ValueError(f"x: expected {needed} {what} (the {of} of the {A.shape[0]}x"
+                         f"{A.shape[1]} matrix), got shape {tuple(x.shape)}")
 
 
 def matmul(A: CSRMatrix, other):
@@ -49,15 +61,7 @@ def matmul(A: CSRMatrix, other):
     """
     if isinstance(other, CSRMatrix):
         return _spgemm(A, other)
-    if not isinstance(other, torch.Tensor):
-        raise TypeError(f"matmul: expected the right operand to be a torch.Tensor or a "
-                        f"CSRMatrix, got {type(other).__name__}")
-    _check_operand(A, other, "x")
-    if other.dim() not in (1, 2):
-        raise ValueError(f"x: expected a 1-D or 2-D tensor, got shape {tuple(other.shape)}")
-    if other.shape[0] != A.shape[1]:
-        raise ValueError(f"x: expected {A.shape[1]} rows (the columns of the {A.shape[0]}x"
-                         f"{A.shape[1]} matrix), got shape {tuple(other.shape)}")
+    _check_operand(A, other, left=False)
     transposed = A._pattern.transpose_arrays() if _needs_transpose(other) else (None,) * 3
     product = ops.spmv if other.dim() == 1 else ops.spmm
     return product(A.crow_indices, A.col_indices, A.values, other, *transposed)
@@ -66,15 +70,7 @@ def matmul(A: CSRMatrix, other):
 def rmatmul(x: torch.Tensor, A: CSRMatrix) -> torch.Tensor:
     """``x @ A`` for dense x (1-D, or 2-D with rows as vectors): ``A^T`` applied
     through the cached transpose, with no copy of A's values."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"matmul: expected the left operand to be a torch.Tensor, "
-                        f"got {type(x).__name__}")
-    _check_operand(A, x, "x")
-    if x.dim() not in (1, 2):
-        raise ValueError(f"x: expected a 1-D or 2-D tensor, got shape {tuple(x.shape)}")
-    if x.shape[-1] != A.shape[0]:
-        raise ValueError(f"x: expected {A.shape[0]} columns (the rows of the {A.shape[0]}x"
-                         f"{A.shape[1]} matrix), got shape {tuple(x.shape)}")
+    _check_operand(A, x, left=True)
     transposed = A._pattern.transpose_arrays()
     if x.dim() == 1:
         return ops.spmv(A.crow_indices, A.col_indices, A.values, x, *transposed, True)
