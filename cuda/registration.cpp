@@ -4,7 +4,9 @@
 //
 // Every op takes the arrays of canonical CSR patterns (int64 row pointers and
 // sorted, duplicate-free column indices): learnsolve.CSRMatrix validates them
-// once, the kernels trust them.
+// once, the kernels trust them. Column indices are int64; the products of a
+// matrix with dense operands (spmv, spmm, sampled_matmul, spmv_backward,
+// transpose) also take the int32 copy that learnsolve caches.
 #include <Python.h>
 #include <torch/library.h>
 

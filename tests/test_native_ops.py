@@ -87,3 +87,30 @@ def test_double_backward_of_transpose_and_add():
     assert gradgradcheck(lambda v: A.with_values(v).T.values, (va,))
     assert gradgradcheck(lambda a, b, beta: ls.add(A.with_values(a), B.with_values(b), 2.0,
                                                    beta).values, (va, vb, beta))
+
+
+@pytest.mark.parametrize("case", ["square", "wide", "empty_rows_cols", "nnz0"])
+def test_int32_and_int64_columns_agree(case):
+    """The products read the cached int32 copy of the columns; int64 gives the same."""
+    S, A = make(case)
+    crow, col64 = A.crow_indices, A.col_indices
+    col32 = A._pattern.kernel_col()
+    assert col32.dtype == torch.int32 and torch.equal(col32.long(), col64)
+    x, X = randn(A.shape[1]), randn(A.shape[1], 3)
+    g, G = randn(A.shape[0], seed=1), randn(A.shape[0], 3, seed=1)
+    t = A._pattern.transpose_arrays()
+    for col in (col32, col64):
+        assert_close(ops.spmv(crow, col, A.values, x), dense_of(S, torch.float64) @ x,
+                     torch.float64)
+    assert torch.equal(ops.spmm(crow, col32, A.values, X), ops.spmm(crow, col64, A.values, X))
+    assert torch.equal(ops.spmv(crow, col32, A.values, g, *t, True),
+                       ops.spmv(crow, col64, A.values, g, *t, True))
+    assert torch.equal(ops.sampled_matmul(crow, col32, G, X),
+                       ops.sampled_matmul(crow, col64, G, X))
+    for one, other in zip(ops.spmv_backward(crow, col32, A.values, x, g),
+                          ops.spmv_backward(crow, col64, A.values, x, g)):
+        assert torch.equal(one, other)
+    for one, other in zip(ops.transpose(crow, col32, A.shape[1]), t):
+        assert torch.equal(one, other)
+    with pytest.raises(RuntimeError, match=r"spmv: expected col to have dtype int64 or int32"):
+        ops.spmv(crow, col64.short(), A.values, x)

@@ -44,6 +44,15 @@ inline void check_same_dtype(const at::Tensor& a, const at::Tensor& b, const cha
               " to have the same dtype, got ", a.scalar_type(), " and ", b.scalar_type());
 }
 
+// Column indices of a product kernel's pattern: int64, or the int32 copy that
+// learnsolve caches for patterns with fewer than 2^31 columns (a quarter less
+// memory traffic in the memory-bound products).
+inline void check_column_index(const at::Tensor& col, const char* op, const char* name) {
+  TORCH_CHECK(col.dim() == 1, op, ": expected ", name, " to be 1-D, got ", col.dim(), "-D");
+  TORCH_CHECK(col.scalar_type() == at::kLong || col.scalar_type() == at::kInt, op, ": expected ",
+              name, " to have dtype int64 or int32, got ", col.scalar_type());
+}
+
 // Checks a CSR pattern's arrays: int64, 1-D, col of length crow[-1] is left to
 // the Python validation (it needs a device sync); here only the cheap checks.
 inline void check_pattern(const at::Tensor& crow, const at::Tensor& col, const char* op,
@@ -97,7 +106,9 @@ inline ProductPattern product_pattern(const char* op, const at::Tensor& crow,
                                       const std::optional<at::Tensor>& t_crow,
                                       const std::optional<at::Tensor>& t_col,
                                       const std::optional<at::Tensor>& t_perm, bool transpose) {
-  check_pattern(crow, col, op, "crow", "col");
+  check_index(crow, op, "crow");
+  check_column_index(col, op, "col");
+  TORCH_CHECK(crow.numel() >= 1, op, ": expected crow to have at least one entry");
   if (!transpose) return {crow.contiguous(), col.contiguous(), at::Tensor()};
   TORCH_CHECK(t_crow.has_value() && t_col.has_value() && t_perm.has_value(), op,
               ": transpose=True needs the transpose pattern t_crow, t_col, t_perm");

@@ -14,7 +14,8 @@ at::Tensor sampled_matmul_cpu(const at::Tensor& crow, const at::Tensor& col, con
                               const at::Tensor& y, const std::optional<at::Tensor>& /*t_crow*/,
                               const std::optional<at::Tensor>& /*t_col*/,
                               const std::optional<at::Tensor>& /*t_perm*/) {
-  check_pattern(crow, col, "sampled_matmul", "crow", "col");
+  check_index(crow, "sampled_matmul", "crow");
+  check_column_index(col, "sampled_matmul", "col");
   check_floating(x, "sampled_matmul", "x");
   check_same_dtype(x, y, "sampled_matmul", "x", "y");
   TORCH_CHECK(x.dim() == y.dim() && (x.dim() == 1 || x.dim() == 2),
@@ -32,8 +33,9 @@ at::Tensor sampled_matmul_cpu(const at::Tensor& crow, const at::Tensor& col, con
   const auto y_c = y.contiguous();
   auto out = new_buffer({col.numel()}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sampled_matmul_cpu", [&] {
+  AT_DISPATCH_INDEX_TYPES(col.scalar_type(), "sampled_matmul_cpu", [&] {
     const int64_t* rp = crow_c.data_ptr<int64_t>();
-    const int64_t* ci = col_c.data_ptr<int64_t>();
+    const index_t* ci = col_c.data_ptr<index_t>();
     const scalar_t* xp = x_c.data_ptr<scalar_t>();
     const scalar_t* yp = y_c.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
@@ -48,6 +50,7 @@ at::Tensor sampled_matmul_cpu(const at::Tensor& crow, const at::Tensor& col, con
         }
       }
     });
+  });
   });
   return out;
 }

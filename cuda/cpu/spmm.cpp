@@ -21,8 +21,9 @@ at::Tensor spmm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Ten
   auto y = new_buffer({nrows, k}, x.options());
   if (k == 0) return y;
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "spmm_cpu", [&] {
+  AT_DISPATCH_INDEX_TYPES(a.col.scalar_type(), "spmm_cpu", [&] {
     const int64_t* rp = a.crow.data_ptr<int64_t>();
-    const int64_t* ci = a.col.data_ptr<int64_t>();
+    const index_t* ci = a.col.data_ptr<index_t>();
     const int64_t* perm = transpose ? a.perm.data_ptr<int64_t>() : nullptr;
     const scalar_t* v = values_c.data_ptr<scalar_t>();
     const scalar_t* xp = x_c.data_ptr<scalar_t>();
@@ -38,6 +39,7 @@ at::Tensor spmm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Ten
         }
       }
     });
+  });
   });
   return y;
 }

@@ -18,8 +18,9 @@ at::Tensor spmv_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Ten
   const auto x_c = x.contiguous();
   auto y = new_buffer({nrows}, x.options());
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "spmv_cpu", [&] {
+  AT_DISPATCH_INDEX_TYPES(a.col.scalar_type(), "spmv_cpu", [&] {
     const int64_t* rp = a.crow.data_ptr<int64_t>();
-    const int64_t* ci = a.col.data_ptr<int64_t>();
+    const index_t* ci = a.col.data_ptr<index_t>();
     const int64_t* perm = transpose ? a.perm.data_ptr<int64_t>() : nullptr;
     const scalar_t* v = values_c.data_ptr<scalar_t>();
     const scalar_t* xp = x_c.data_ptr<scalar_t>();
@@ -35,6 +36,7 @@ at::Tensor spmv_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Ten
         yp[r] = acc;
       }
     });
+  });
   });
   return y;
 }

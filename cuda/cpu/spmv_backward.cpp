@@ -18,7 +18,8 @@ std::tuple<at::Tensor, at::Tensor> spmv_backward_cpu(const at::Tensor& crow,
                                                      const at::Tensor& x,
                                                      const at::Tensor& grad) {
   const char* op = "spmv_backward";
-  check_pattern(crow, col, op, "crow", "col");
+  check_index(crow, op, "crow");
+  check_column_index(col, op, "col");
   check_floating(values, op, "values");
   check_same_dtype(values, x, op, "values", "x");
   check_same_dtype(values, grad, op, "values", "grad");
@@ -32,8 +33,9 @@ std::tuple<at::Tensor, at::Tensor> spmv_backward_cpu(const at::Tensor& crow,
   auto grad_values = new_buffer({col.numel()}, values.options());
   auto grad_x = new_buffer({ncols}, values.options());
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "spmv_backward_cpu", [&] {
+  AT_DISPATCH_INDEX_TYPES(col.scalar_type(), "spmv_backward_cpu", [&] {
     const int64_t* rp = crow_c.data_ptr<int64_t>();
-    const int64_t* ci = col_c.data_ptr<int64_t>();
+    const index_t* ci = col_c.data_ptr<index_t>();
     const scalar_t* v = values_c.data_ptr<scalar_t>();
     const scalar_t* xp = x_c.data_ptr<scalar_t>();
     const scalar_t* g = g_c.data_ptr<scalar_t>();
@@ -68,6 +70,7 @@ std::tuple<at::Tensor, at::Tensor> spmv_backward_cpu(const at::Tensor& crow,
         }
       });
     }
+  });
   });
   return {grad_values, grad_x};
 }

@@ -15,12 +15,13 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> transpose_cpu(const at::Tensor& crow,
                                                              const at::Tensor& col,
                                                              int64_t ncols) {
-  check_pattern(crow, col, "transpose", "crow", "col");
+  check_index(crow, "transpose", "crow");
+  check_column_index(col, "transpose", "col");
   TORCH_CHECK(ncols >= 0, "transpose: expected ncols >= 0, got ", ncols);
   const int64_t nrows = crow.numel() - 1;
   const int64_t nnz = col.numel();
   const auto crow_c = crow.contiguous();
-  const auto col_c = col.contiguous();
+  const auto col_c = col.to(at::kLong).contiguous();  // an int32 copy is widened
   auto t_crow = new_buffer({ncols + 1}, crow.options());
   auto t_col = new_buffer({nnz}, crow.options());
   auto perm = new_buffer({nnz}, crow.options());

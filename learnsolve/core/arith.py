@@ -64,7 +64,7 @@ def matmul(A: CSRMatrix, other):
     _check_operand(A, other, left=False)
     transposed = A._pattern.transpose_arrays() if _needs_transpose(other) else (None,) * 3
     product = ops.spmv if other.dim() == 1 else ops.spmm
-    return product(A.crow_indices, A.col_indices, A.values, other, *transposed)
+    return product(A.crow_indices, A._pattern.kernel_col(), A.values, other, *transposed)
 
 
 def rmatmul(x: torch.Tensor, A: CSRMatrix) -> torch.Tensor:
@@ -72,9 +72,10 @@ def rmatmul(x: torch.Tensor, A: CSRMatrix) -> torch.Tensor:
     through the cached transpose, with no copy of A's values."""
     _check_operand(A, x, left=True)
     transposed = A._pattern.transpose_arrays()
+    col = A._pattern.kernel_col()
     if x.dim() == 1:
-        return ops.spmv(A.crow_indices, A.col_indices, A.values, x, *transposed, True)
-    return ops.spmm(A.crow_indices, A.col_indices, A.values, x.T, *transposed, True).T
+        return ops.spmv(A.crow_indices, col, A.values, x, *transposed, True)
+    return ops.spmm(A.crow_indices, col, A.values, x.T, *transposed, True).T
 
 
 def _spgemm(A: CSRMatrix, B: CSRMatrix) -> CSRMatrix:
@@ -195,7 +196,7 @@ def sampled_matmul(A: CSRMatrix, X: torch.Tensor, Y: torch.Tensor) -> CSRMatrix:
         raise ValueError(f"X, Y: expected shapes ({A.shape[0]}, k) and ({A.shape[1]}, k) for a "
                          f"{A.shape} pattern, got {tuple(X.shape)} and {tuple(Y.shape)}")
     transposed = A._pattern.transpose_arrays() if _needs_transpose(Y) else (None,) * 3
-    values = ops.sampled_matmul(A.crow_indices, A.col_indices, X, Y, *transposed)
+    values = ops.sampled_matmul(A.crow_indices, A._pattern.kernel_col(), X, Y, *transposed)
     return CSRMatrix._from_pattern(A._pattern, values)
 
 

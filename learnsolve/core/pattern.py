@@ -57,6 +57,14 @@ class Pattern:
             torch.arange(self.shape[0], device=self.device), self.crow.diff(),
             output_size=self.nnz))
 
+    def kernel_col(self) -> torch.Tensor:
+        """The column indices as the product kernels read them: an int32 copy,
+        cached, where the columns fit (a quarter less memory traffic in the
+        memory-bound products), else ``col`` itself."""
+        if self.shape[1] > torch.iinfo(torch.int32).max:
+            return self.col
+        return self.cached("col32", lambda: self.col.to(torch.int32))
+
     def transpose(self) -> tuple["Pattern", torch.Tensor]:
         """``(pattern of A^T, perm)`` with ``values(A^T) = values(A)[perm]``.
 
