@@ -22,9 +22,11 @@ def test_transposed_products(case, dtype):
     D = dense_of(S, dtype)
     t = A._pattern.transpose_arrays()
     x = randn(A.shape[0], dtype=dtype)
-    X = randn(A.shape[0], 3, dtype=dtype)
     assert_close(ops.spmv(A.crow_indices, A.col_indices, A.values, x, *t, True), D.T @ x, dtype)
-    assert_close(ops.spmm(A.crow_indices, A.col_indices, A.values, X, *t, True), D.T @ X, dtype)
+    for k in (3, 8, 11):  # the columns in blocks of 8 and the rest
+        X = randn(A.shape[0], k, dtype=dtype)
+        assert_close(ops.spmm(A.crow_indices, A.col_indices, A.values, X, *t, True), D.T @ X,
+                     dtype)
 
 
 @pytest.mark.parametrize("case", ["square", "tall", "empty_rows_cols"])

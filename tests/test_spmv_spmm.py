@@ -19,7 +19,7 @@ def test_spmv_matches_scipy(case, dtype, device):
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("k", [1, 3, 8, 11])
 def test_spmm_matches_dense(case, k, dtype, device):
     S, A = make(case, dtype, device)
     X = randn(A.shape[1], k, dtype=dtype, device=device)
@@ -56,10 +56,11 @@ def test_spmv_gradcheck(case, device):
 
 
 @pytest.mark.parametrize("case", ["square", "empty_rows_cols", "dense_row", "tall", "nnz0"])
-def test_spmm_gradcheck_and_double_backward(case, device):
+@pytest.mark.parametrize("k", [3, 9])
+def test_spmm_gradcheck_and_double_backward(case, k, device):
     S, A = make(case, torch.float64, device)
     values = A.values.clone().requires_grad_()
-    X = randn(A.shape[1], 3, device=device, requires_grad=True)
+    X = randn(A.shape[1], k, device=device, requires_grad=True)
     assert gradcheck(lambda v, X: A.with_values(v) @ X, (values, X))
     assert gradgradcheck(lambda v, X: A.with_values(v) @ X, (values, X))
 

@@ -8,6 +8,8 @@
 namespace learnsolve {
 namespace {
 
+constexpr int64_t kBlock = 8;  // columns of Y summed together in registers
+
 at::Tensor spmm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
                     const at::Tensor& x, const std::optional<at::Tensor>& t_crow,
                     const std::optional<at::Tensor>& t_col,
@@ -31,11 +33,24 @@ at::Tensor spmm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Ten
     parallel_rows(rp, nrows, [&](int64_t, int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         scalar_t* yr = yp + r * k;
-        std::fill(yr, yr + k, scalar_t(0));
+        // Columns in blocks of kBlock, summed in registers: a row of Y is
+        // written once instead of once per stored entry of the row.
+        int64_t j0 = 0;
+        for (; j0 + kBlock <= k; j0 += kBlock) {
+          scalar_t acc[kBlock] = {};
+          for (int64_t p = rp[r]; p < rp[r + 1]; ++p) {
+            const scalar_t a_rp = v[perm == nullptr ? p : perm[p]];
+            const scalar_t* xr = xp + ci[p] * k + j0;
+            for (int64_t j = 0; j < kBlock; ++j) acc[j] += a_rp * xr[j];
+          }
+          std::copy(acc, acc + kBlock, yr + j0);
+        }
+        if (j0 == k) continue;
+        std::fill(yr + j0, yr + k, scalar_t(0));
         for (int64_t p = rp[r]; p < rp[r + 1]; ++p) {
           const scalar_t a_rp = v[perm == nullptr ? p : perm[p]];
           const scalar_t* xr = xp + ci[p] * k;
-          for (int64_t j = 0; j < k; ++j) yr[j] += a_rp * xr[j];
+          for (int64_t j = j0; j < k; ++j) yr[j] += a_rp * xr[j];
         }
       }
     });
