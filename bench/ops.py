@@ -272,38 +272,49 @@ def attempt(measure: Callable[[], float], label: str, notes: list[str]):
         return FAILED
 
 
-def measure_cases(cases: dict[str, Case], name: str, timing: Timing, backward: bool,
-                  notes: list[str]) -> dict:
-    """``{(case, "fwd" | "bwd"): seconds or FAILED}`` for every case."""
-    result = {}
-    for key, case in cases.items():
-        result[key, "fwd"] = attempt(lambda: timing.forward(case), f"{name} fwd {key}", notes)
-        if backward:
-            result[key, "bwd"] = attempt(lambda: timing.backward(case), f"{name} bwd {key}",
-                                         notes)
-    return result
+def implementations(A: ls.CSRMatrix, inputs: dict, threads: list[int], with_scipy: bool,
+                    notes: list[str]) -> list[tuple]:
+    """``(result key, thread count, cases, with backward)`` of every implementation:
+    learnsolve at each thread count, the peers at the first one, scipy (forward only)."""
+    impls = [(("learnsolve", count), count, learnsolve_cases(A, inputs), True)
+             for count in threads]
+    peers = [("torch.sparse", torch_sparse_cases)]
+    if A.shape[0] * A.shape[1] * 8 <= DENSE_LIMIT_BYTES:
+        peers.append(("dense", dense_cases))
+    for name, make in peers:
+        cases = attempt(lambda: make(A, inputs), f"{name} setup", notes)
+        if cases != FAILED:
+            impls.append(((name, threads[0]), threads[0], cases, True))
+    if with_scipy:
+        impls.append((("scipy", 1), 1, scipy_cases(A, inputs), False))
+    return impls
 
 
 def bench_matrix(A: ls.CSRMatrix, threads: list[int], timing: Timing, with_scipy: bool):
-    """All figures for one matrix: ``{(impl, threads): {(case, kind): value}}`` and notes."""
+    """All figures for one matrix: ``{(impl, threads): {(case, kind): value}}`` and notes.
+
+    Op by op, each implementation in turn: the figures compared in one row are
+    taken minutes closer together than implementation by implementation, so
+    drift in the machine's state (other load, memory fragmentation) weighs
+    less on their ratios.
+    """
     notes: list[str] = []
-    inputs = dense_inputs(A.shape[0], A.device)
-    results = {}
-    for count in threads:
-        torch.set_num_threads(count)
-        results["learnsolve", count] = measure_cases(learnsolve_cases(A, inputs), "learnsolve",
-                                                     timing, True, notes)
+    impls = implementations(A, dense_inputs(A.shape[0], A.device), threads, with_scipy, notes)
+    results = {key: {} for key, *_ in impls}
+    ops_in_order = dict.fromkeys(case for _, ls_case, peer_case in ROWS
+                                 for case in (ls_case, peer_case))
+    for case in ops_in_order:
+        for key, count, cases, backward in impls:
+            if case not in cases:
+                continue
+            torch.set_num_threads(count)
+            label = f"{key[0]} {case}"
+            results[key][case, "fwd"] = attempt(lambda: timing.forward(cases[case]),
+                                                f"{label} fwd", notes)
+            if backward:
+                results[key][case, "bwd"] = attempt(lambda: timing.backward(cases[case]),
+                                                    f"{label} bwd", notes)
     torch.set_num_threads(threads[0])
-    results["torch.sparse", threads[0]] = attempt(
-        lambda: measure_cases(torch_sparse_cases(A, inputs), "torch.sparse", timing, True, notes),
-        "torch.sparse setup", notes)
-    if A.shape[0] * A.shape[1] * 8 <= DENSE_LIMIT_BYTES:
-        results["dense", threads[0]] = attempt(
-            lambda: measure_cases(dense_cases(A, inputs), "dense", timing, True, notes),
-            "dense setup", notes)
-    if with_scipy:
-        results["scipy", 1] = measure_cases(scipy_cases(A, inputs), "scipy", timing, False,
-                                            notes)
     return results, notes
 
 
