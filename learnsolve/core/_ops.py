@@ -113,7 +113,6 @@ def _spgemm_masked_fake(crow_m, col_m, crow_v, col_v, values_v, crow_w, col_w, v
 def _product_setup(ctx, inputs, output):
     crow, col, values, x, t_crow, t_col, t_perm, transpose = inputs
     ctx.transpose = transpose
-    ctx.ncols = x.shape[0] if not transpose else crow.shape[0] - 1
     ctx.save_for_backward(crow, col, values, x, t_crow, t_col, t_perm)
 
 
@@ -199,8 +198,8 @@ torch.library.register_autograd("learnsolve::sampled_matmul", _sampled_backward,
 
 
 # --------------------------------------------------------------------------- moves of values
-# gather:  out = alpha source[index]        d source = scatter(alpha g),  d alpha = <g, source[index]>
-# scatter: out[index] += alpha source       d source = gather(alpha g),   d alpha = <g[index], source>
+# gather:  out = alpha source[index]   d source = scatter(alpha g), d alpha = <g, source[index]>
+# scatter: out[index] += alpha source  d source = gather(alpha g),  d alpha = <g[index], source>
 
 def _scale_grad(product: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """The gradient of a scale factor: the sum of its products, as alpha's type."""
@@ -354,8 +353,9 @@ def _masked_backward(ctx, grad):
     if ctx.needs_input_grad[7]:
         mt_crow, mt_col, mt_perm = ops.transpose(crow_m, col_m, ncols_m)
         vt_crow, vt_col, vt_perm = ops.transpose(crow_v, col_v, inner)
-        grad_w = ops.spgemm_masked(crow_w, col_w, mt_crow, mt_col, ops.gather_scaled(grad, mt_perm), vt_crow,
-                                   vt_col, ops.gather_scaled(values_v, vt_perm), nrows_m)
+        grad_w = ops.spgemm_masked(crow_w, col_w, mt_crow, mt_col,
+                                   ops.gather_scaled(grad, mt_perm), vt_crow, vt_col,
+                                   ops.gather_scaled(values_v, vt_perm), nrows_m)
     return None, None, None, None, grad_v, None, None, grad_w, None
 
 
