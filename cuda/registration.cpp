@@ -62,4 +62,20 @@ TORCH_LIBRARY(learnsolve, m) {
   // columns: the SpGEMM backward, computing only the entries inside the mask.
   m.def("spgemm_masked(Tensor crow_m, Tensor col_m, Tensor crow_v, Tensor col_v, "
         "Tensor values_v, Tensor crow_w, Tensor col_w, Tensor values_w, int inner) -> Tensor");
+  // The level analysis of the triangular solve with the lower (or upper)
+  // triangle of a square pattern: (level_ptr, level_rows, diag), the rows
+  // grouped by level and the position of each diagonal entry (-1: none).
+  m.def("sptrsv_analysis(Tensor crow, Tensor col, bool lower) -> (Tensor, Tensor, Tensor)");
+  // x = T^{-1} b, or T^{-T} b with transpose=True (through the transpose
+  // pattern of A, as spmv), T the lower (upper) triangle of A; the diagonal
+  // is taken as 1 with unit_diagonal=True. A missing or zero diagonal raises
+  // torch.linalg.LinAlgError naming the row.
+  m.def("sptrsv(Tensor crow, Tensor col, Tensor values, Tensor b, Tensor level_ptr, "
+        "Tensor level_rows, Tensor diag, bool lower, bool unit_diagonal, Tensor? t_crow=None, "
+        "Tensor? t_col=None, Tensor? t_perm=None, bool transpose=False) -> Tensor");
+  // Both gradients of x = sptrsv(...) for the incoming grad: (values, b).
+  m.def("sptrsv_backward(Tensor crow, Tensor col, Tensor values, Tensor x, Tensor grad, "
+        "Tensor level_ptr, Tensor level_rows, Tensor diag, bool lower, bool unit_diagonal, "
+        "Tensor t_crow, Tensor t_col, Tensor t_perm, bool transpose) -> (Tensor, Tensor)");
 }
+

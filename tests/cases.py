@@ -77,3 +77,21 @@ def randn(*shape, dtype=torch.float64, device="cpu", seed=0, requires_grad=False
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(*shape, generator=g, dtype=dtype).to(device)
     return x.requires_grad_(requires_grad)
+
+
+def poisson_scipy(m):
+    """The 2D Poisson matrix of an m x m grid (5-point stencil), scipy CSR."""
+    T = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(m, m))
+    S = sp.csr_array(sp.kron(sp.eye_array(m), T) + sp.kron(T, sp.eye_array(m)))
+    S.sum_duplicates()
+    return S
+
+
+def on_threads(threads, fn):
+    """fn() run with torch's thread count set to ``threads``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)

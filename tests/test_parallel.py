@@ -7,26 +7,15 @@ import scipy.sparse as sp
 import torch
 
 import learnsolve as ls
+from cases import on_threads, poisson_scipy
 
 
 @pytest.fixture(scope="module")
 def poisson():
-    n = 120
-    T = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(n, n))
-    S = sp.csr_array(sp.kron(sp.eye_array(n), T) + sp.kron(T, sp.eye_array(n)))
-    S.sum_duplicates()
+    S = poisson_scipy(120)
     rng = np.random.default_rng(0)
     S.data = S.data * rng.uniform(0.5, 1.5, S.nnz)  # unsymmetric values
     return S, ls.CSRMatrix.from_scipy(S)
-
-
-def _on_threads(threads, fn):
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(before)
 
 
 OPS = {
@@ -45,8 +34,8 @@ def test_one_and_two_threads_agree(poisson, op):
     S, A = poisson
     x = torch.randn(A.shape[1], dtype=torch.float64)
     X = torch.randn(A.shape[1], 4, dtype=torch.float64)
-    one = _on_threads(1, lambda: OPS[op](A, x, X))
-    two = _on_threads(2, lambda: OPS[op](A, x, X))
+    one = on_threads(1, lambda: OPS[op](A, x, X))
+    two = on_threads(2, lambda: OPS[op](A, x, X))
     assert torch.equal(one, two)
 
 

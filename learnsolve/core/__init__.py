@@ -1,7 +1,8 @@
 """The sparse-autodiff core: CSRMatrix and differentiable sparse operations."""
 from .arith import add, matmul, multiply, sampled_matmul, scale
-from .construct import diag, diags, eye, from_coo, from_dense, from_scipy, from_torch, kron
+from .construct import (block_diag, diag, diags, eye, from_coo, from_dense, from_scipy,
+                        from_torch, kron)
 from .csr import CSRMatrix
 
-__all__ = ["CSRMatrix", "add", "matmul", "multiply", "sampled_matmul", "scale", "diag", "diags",
-           "eye", "from_coo", "from_dense", "from_scipy", "from_torch", "kron"]
+__all__ = ["CSRMatrix", "add", "block_diag", "diag", "diags", "eye", "from_coo", "from_dense",
+           "from_scipy", "from_torch", "kron", "matmul", "multiply", "sampled_matmul", "scale"]

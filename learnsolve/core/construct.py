@@ -1,5 +1,5 @@
 """Constructors of CSRMatrix: from coordinates, dense, scipy and torch sparse
-tensors, and the builders ``eye``, ``diag``, ``diags``, ``kron``.
+tensors, and the builders ``eye``, ``diag``, ``diags``, ``kron``, ``block_diag``.
 
 All are vectorised (sorts, scans and gathers on whole arrays) and
 differentiable in the values they are given.
@@ -16,7 +16,8 @@ from . import validation as V
 from .csr import CSRMatrix
 from .pattern import Pattern
 
-__all__ = ["from_coo", "from_dense", "from_scipy", "from_torch", "eye", "diag", "diags", "kron"]
+__all__ = ["from_coo", "from_dense", "from_scipy", "from_torch", "eye", "diag", "diags", "kron",
+           "block_diag"]
 
 
 def _crow_from_rows(row: torch.Tensor, nrows: int) -> torch.Tensor:
@@ -272,3 +273,44 @@ def kron(A: CSRMatrix, B: CSRMatrix) -> CSRMatrix:
     col = A.col_indices[pa] * nb + B.col_indices[pb]
     pattern = Pattern(crow, col, (ma * mb, na * nb))
     return CSRMatrix._from_pattern(pattern, A.values[pa] * B.values[pb])
+
+
+def block_diag(matrices: Sequence[CSRMatrix]) -> CSRMatrix:
+    """The block-diagonal matrix of ``matrices`` (any shapes), in order.
+
+    Built with a few concatenations, no loop over entries; differentiable in
+    the blocks' values (the result's values are their concatenation).
+
+    Examples
+    --------
+    >>> import torch, learnsolve
+    >>> A = learnsolve.block_diag([learnsolve.eye(1), 2 * learnsolve.eye(2)])
+    >>> A.to_dense()
+    tensor([[1., 0., 0.],
+            [0., 2., 0.],
+            [0., 0., 2.]])
+    """
+    matrices = list(matrices)
+    if not matrices:
+        raise ValueError("matrices: expected at least one CSRMatrix, got none")
+    for i, A in enumerate(matrices):
+        if not isinstance(A, CSRMatrix):
+            raise TypeError(f"matrices[{i}]: expected a CSRMatrix, got {type(A).__name__}")
+        V.check_same_dtype("matrices[0]", matrices[0].values, f"matrices[{i}]", A.values)
+        V.check_same_device("matrices[0]", matrices[0].values, f"matrices[{i}]", A.values)
+    device = matrices[0].device
+    rows = torch.tensor([A.shape[0] for A in matrices])
+    cols = torch.tensor([A.shape[1] for A in matrices])
+    nnzs = torch.tensor([A.nnz for A in matrices])
+    # The entries of block i move right by the columns of the blocks before
+    # it; its row pointers shift by their stored entries.
+    col_shift = (cols.cumsum(0) - cols).to(device)
+    nnz_shift = (nnzs.cumsum(0) - nnzs).to(device)
+    crow_tail = torch.cat([A.crow_indices[1:] for A in matrices]) + torch.repeat_interleave(
+        nnz_shift, rows.to(device), output_size=int(rows.sum()))
+    crow = torch.cat([crow_tail.new_zeros(1), crow_tail])
+    col = torch.cat([A.col_indices for A in matrices]) + torch.repeat_interleave(
+        col_shift, nnzs.to(device), output_size=int(nnzs.sum()))
+    values = torch.cat([A.values for A in matrices])
+    shape = (int(rows.sum()), int(cols.sum()))
+    return CSRMatrix._from_pattern(Pattern(crow, col, shape), values)

@@ -1,0 +1,47 @@
+// x = T^{-1} b, or T^{-T} b with transpose=True, for T the lower (or upper)
+// triangle of a square CSR matrix, with the level analysis of
+// sptrsv_analysis: rows of one level are solved in parallel.
+#include <torch/library.h>
+
+#include <optional>
+
+#include "triangular.h"
+
+namespace learnsolve {
+namespace {
+
+at::Tensor sptrsv_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
+                      const at::Tensor& b, const at::Tensor& level_ptr,
+                      const at::Tensor& level_rows, const at::Tensor& diag, bool lower,
+                      bool unit_diagonal, const std::optional<at::Tensor>& t_crow,
+                      const std::optional<at::Tensor>& t_col,
+                      const std::optional<at::Tensor>& t_perm, bool transpose) {
+  const TriangularAnalysis an =
+      check_triangular("sptrsv", crow, col, values, level_ptr, level_rows, diag);
+  const ProductPattern a = product_pattern("sptrsv", crow, col, t_crow, t_col, t_perm, transpose);
+  const int64_t n = crow.numel() - 1;
+  check_same_dtype(values, b, "sptrsv", "values", "b");
+  TORCH_CHECK((b.dim() == 1 || b.dim() == 2) && b.size(0) == n, "sptrsv: expected b of shape (",
+              n, ",) or (", n, ", k), got ", b.sizes());
+  const int64_t k = b.dim() == 2 ? b.size(1) : 1;
+  const auto values_c = values.contiguous();
+  auto x = new_buffer(b.sizes(), b.options());
+  x.copy_(b);
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "sptrsv_cpu", [&] {
+    const scalar_t* v = values_c.data_ptr<scalar_t>();
+    const int64_t* dp = an.diag.data_ptr<int64_t>();
+    if (!unit_diagonal) check_diagonal("sptrsv", dp, v, n);
+    solve_triangular<scalar_t, int64_t>(
+        a.crow.data_ptr<int64_t>(), a.col.data_ptr<int64_t>(),
+        transpose ? a.perm.data_ptr<int64_t>() : nullptr, v, dp, lower != transpose,
+        unit_diagonal, an.level_ptr.data_ptr<int64_t>(), an.level_rows.data_ptr<int64_t>(),
+        an.level_ptr.numel() - 1, transpose, n, k, x.data_ptr<scalar_t>());
+  });
+  return x;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(learnsolve, CPU, m) { m.impl("sptrsv", &sptrsv_cpu); }
+
+}  // namespace learnsolve
