@@ -12,20 +12,13 @@ import time
 
 import torch
 
-import learnsolve as ls
-
-
-def poisson_2d(n: int, dtype=torch.float64) -> ls.CSRMatrix:
-    """The 5-point Laplacian on an n x n grid, as kron(I, T) + kron(T, I)."""
-    T = ls.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(n, n), dtype=dtype)
-    I = ls.eye(n, dtype=dtype)
-    return ls.kron(I, T) + ls.kron(T, I)
+from learnsolve.problems import poisson_2d
 
 
 def main(n: int = 32, steps: int = 300, samples: int = 16, seed: int = 0) -> float:
     """Fit the values and return the final relative error of the matrix."""
     torch.manual_seed(seed)
-    target = poisson_2d(n)
+    target = poisson_2d(n, dtype=torch.float64).A
     values = torch.nn.Parameter(torch.ones(target.nnz, dtype=torch.float64))
     optimizer = torch.optim.Adam([values], lr=0.05)
     print(f"fitting the {target.shape[0]} x {target.shape[1]} 2D Poisson matrix "

@@ -5,7 +5,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import learnsolve as ls
-from learnsolve.demo import poisson_2d
+from learnsolve.problems import poisson_2d
 
 
 def allocated_bytes(fn) -> int:
@@ -17,7 +17,7 @@ def allocated_bytes(fn) -> int:
 
 @pytest.fixture(scope="module")
 def A():
-    return poisson_2d(60)  # 3600 x 3600, 17 760 entries: dense would be 100 MB
+    return poisson_2d(60, dtype=torch.float64).A  # 3600 x 3600, 17 760 entries: dense would be 100 MB
 
 
 CASES = {
