@@ -18,7 +18,9 @@ at::Tensor sptrsv_cpu(const at::Tensor& crow, const at::Tensor& col, const at::T
                       const std::optional<at::Tensor>& t_perm, bool transpose) {
   const TriangularAnalysis an =
       check_triangular("sptrsv", crow, col, values, level_ptr, level_rows, diag);
-  const ProductPattern a = product_pattern("sptrsv", crow, col, t_crow, t_col, t_perm, transpose);
+  const ProductPattern t = product_pattern("sptrsv", crow, col, t_crow, t_col, t_perm, transpose);
+  const auto crow_c = crow.contiguous();
+  const auto col_c = col.contiguous();
   const int64_t n = crow.numel() - 1;
   check_same_dtype(values, b, "sptrsv", "values", "b");
   TORCH_CHECK((b.dim() == 1 || b.dim() == 2) && b.size(0) == n, "sptrsv: expected b of shape (",
@@ -31,11 +33,14 @@ at::Tensor sptrsv_cpu(const at::Tensor& crow, const at::Tensor& col, const at::T
     const scalar_t* v = values_c.data_ptr<scalar_t>();
     const int64_t* dp = an.diag.data_ptr<int64_t>();
     if (!unit_diagonal) check_diagonal("sptrsv", dp, v, n);
-    solve_triangular<scalar_t, int64_t>(
-        a.crow.data_ptr<int64_t>(), a.col.data_ptr<int64_t>(),
-        transpose ? a.perm.data_ptr<int64_t>() : nullptr, v, dp, lower != transpose,
-        unit_diagonal, an.level_ptr.data_ptr<int64_t>(), an.level_rows.data_ptr<int64_t>(),
-        an.level_ptr.numel() - 1, transpose, n, k, x.data_ptr<scalar_t>());
+    const TriangularSystem<scalar_t> system{
+        n, crow_c.data_ptr<int64_t>(), col_c.data_ptr<int64_t>(),
+        transpose ? t.crow.data_ptr<int64_t>() : nullptr,
+        transpose ? t.col.data_ptr<int64_t>() : nullptr,
+        transpose ? t.perm.data_ptr<int64_t>() : nullptr, v, dp, lower, unit_diagonal,
+        an.level_ptr.data_ptr<int64_t>(), an.level_rows.data_ptr<int64_t>(),
+        an.level_ptr.numel() - 1};
+    solve_triangular(system, transpose, k, x.data_ptr<scalar_t>());
   });
   return x;
 }

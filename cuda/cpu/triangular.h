@@ -67,101 +67,183 @@ void check_diagonal(const char* op, const int64_t* diag, const scalar_t* values,
 // synchronisation than it saves.
 constexpr int64_t kSharedLevelWork = 1 << 14;
 
-// Solves op(T) x = b in place in x (x holds b on entry; n rows, k columns,
-// row-major). The pattern read is T's (transpose=false: crow, col, values in
-// order) or T^T's (transpose=true: t_crow, t_col, values through perm); the
-// off-diagonal entries of a row are those before the diagonal when the rows
-// read are lower triangular, after it otherwise; the diagonal is
-// values[diag[i]] (1 for a unit triangle).
-template <typename scalar_t, typename index_t>
-void solve_triangular(const int64_t* rp, const index_t* ci, const int64_t* perm,
-                      const scalar_t* v, const int64_t* diag, bool rows_lower, bool unit,
-                      const int64_t* level_ptr, const int64_t* level_rows, int64_t nlevels,
-                      bool backwards, int64_t n, int64_t k, scalar_t* x) {
+// A triangular system: T the lower (upper) triangle of the square CSR matrix
+// A (n rows), with its level analysis; A^T's rows (t_rp, t_ci, values through
+// perm) where the caller has them, else null.
+template <typename scalar_t>
+struct TriangularSystem {
+  int64_t n;
+  const int64_t* rp;
+  const int64_t* ci;
+  const int64_t* t_rp;
+  const int64_t* t_ci;
+  const int64_t* perm;
+  const scalar_t* v;
+  const int64_t* diag;
+  bool lower, unit;
+  const int64_t* level_ptr;
+  const int64_t* level_rows;
+  int64_t nlevels;
+};
+
+// A step of the parallel schedule: the rows level_rows[begin, end), either one
+// level shared by all threads or a run of consecutive small levels that one
+// thread solves in order.
+struct Segment {
+  int64_t begin, end;
+  bool shared;
+};
+
+// The schedule of a solve walking the levels forwards (T x = b) or backwards
+// (T^T x = b) with k right-hand sides on the current thread count; empty when
+// no level is worth sharing, which means: solve on one thread.
+template <typename scalar_t>
+std::vector<Segment> level_schedule(const TriangularSystem<scalar_t>& s, bool backwards,
+                                    int64_t k) {
+  std::vector<Segment> segments;
+  if (at::get_num_threads() == 1 || at::in_parallel_region() || s.n == 0) return segments;
+  const double row_work = double(s.rp[s.n] - s.rp[0] + s.n) / double(s.n) * double(k);
+  bool any_shared = false;
+  for (int64_t step = 0; step < s.nlevels; ++step) {
+    const int64_t l = backwards ? s.nlevels - 1 - step : step;
+    const int64_t rows = s.level_ptr[l + 1] - s.level_ptr[l];
+    const Segment level{s.level_ptr[l], s.level_ptr[l + 1],
+                        rows > 1 && double(rows) * row_work >= double(kSharedLevelWork)};
+    any_shared = any_shared || level.shared;
+    if (!level.shared && !segments.empty() && !segments.back().shared) {
+      // Consecutive levels are adjacent in level_rows: the run grows by one
+      // level, at its end (forwards) or at its start (backwards).
+      if (backwards) segments.back().begin = level.begin; else segments.back().end = level.end;
+    } else {
+      segments.push_back(level);
+    }
+  }
+  if (!any_shared) segments.clear();
+  return segments;
+}
+
+// One thread: op(T) x = b in place in x (holding b on entry; row-major, k
+// columns), calling done(i) as soon as row i of x is final. T x = b by rows
+// in the natural order; T^T x = b by columns of T^T, i.e. rows of T, in the
+// reverse order.
+template <typename scalar_t, typename Done>
+void solve_serial(const TriangularSystem<scalar_t>& s, bool transpose, int64_t k, scalar_t* x,
+                  Done done) {
+  const int64_t* rp = s.rp;
+  const int64_t* ci = s.ci;
+  const scalar_t* v = s.v;
+  // The entries of row i of T off its diagonal: [off_begin, off_end).
+  auto off_begin = [&](int64_t i) {
+    if (s.lower) return rp[i];
+    int64_t p = rp[i];
+    while (p < rp[i + 1] && ci[p] <= i) ++p;
+    return p;
+  };
+  auto off_end = [&](int64_t i) {
+    if (!s.lower) return rp[i + 1];
+    int64_t p = rp[i];
+    while (p < rp[i + 1] && ci[p] < i) ++p;
+    return p;
+  };
+  auto divide = [&](int64_t i) {
+    if (s.unit) return;
+    const scalar_t d = v[s.diag[i]];
+    for (int64_t c = 0; c < k; ++c) x[i * k + c] /= d;
+  };
+  const bool ascending = s.lower != transpose;
+  for (int64_t step = 0; step < s.n; ++step) {
+    const int64_t i = ascending ? step : s.n - 1 - step;
+    const int64_t begin = off_begin(i), end = off_end(i);
+    scalar_t* xi = x + i * k;
+    if (!transpose) {  // x_i = (b_i - sum_j T_ij x_j) / T_ii
+      if (k == 1) {
+        scalar_t acc = xi[0];
+        for (int64_t p = begin; p < end; ++p) acc -= v[p] * x[ci[p]];
+        xi[0] = acc;
+      } else {
+        for (int64_t p = begin; p < end; ++p) {
+          const scalar_t* xj = x + ci[p] * k;
+          for (int64_t c = 0; c < k; ++c) xi[c] -= v[p] * xj[c];
+        }
+      }
+      divide(i);
+    } else {  // x_i is final; b_j -= T_ij x_i for the j it feeds
+      divide(i);
+      for (int64_t p = begin; p < end; ++p) {
+        scalar_t* xj = x + ci[p] * k;
+        for (int64_t c = 0; c < k; ++c) xj[c] -= v[p] * xi[c];
+      }
+    }
+    done(i);
+  }
+}
+
+// Several threads along a schedule of level_schedule: op(T) x = b in place,
+// each row by one thread as a dot product ("pull") over the rows of T (or of
+// T^T, through the transpose pattern, which must be given).
+template <typename scalar_t>
+void solve_levels(const TriangularSystem<scalar_t>& s, bool transpose, int64_t k, scalar_t* x,
+                  const std::vector<Segment>& segments) {
+  const int64_t* rp = transpose ? s.t_rp : s.rp;
+  const int64_t* ci = transpose ? s.t_ci : s.ci;
+  const int64_t* perm = transpose ? s.perm : nullptr;
+  const scalar_t* v = s.v;
+  const bool rows_lower = s.lower != transpose;
   auto value = [&](int64_t p) { return perm == nullptr ? v[p] : v[perm[p]]; };
   auto solve_row = [&](int64_t i) {
     scalar_t* xi = x + i * k;
-    if (k == 1) {
-      scalar_t acc = xi[0];
-      if (rows_lower) {
-        for (int64_t p = rp[i]; p < rp[i + 1] && ci[p] < i; ++p) acc -= value(p) * x[ci[p]];
-      } else {
-        for (int64_t p = rp[i + 1] - 1; p >= rp[i] && ci[p] > i; --p) acc -= value(p) * x[ci[p]];
-      }
-      xi[0] = unit ? acc : acc / v[diag[i]];
-      return;
-    }
     auto subtract = [&](int64_t p) {
       const scalar_t a = value(p);
-      const scalar_t* xj = x + static_cast<int64_t>(ci[p]) * k;
+      const scalar_t* xj = x + ci[p] * k;
       for (int64_t c = 0; c < k; ++c) xi[c] -= a * xj[c];
     };
+    // The off-diagonal entries in storage order, as solve_serial sums them.
     if (rows_lower) {
       for (int64_t p = rp[i]; p < rp[i + 1] && ci[p] < i; ++p) subtract(p);
     } else {
-      for (int64_t p = rp[i + 1] - 1; p >= rp[i] && ci[p] > i; --p) subtract(p);
+      int64_t p = rp[i + 1];
+      while (p > rp[i] && ci[p - 1] > i) --p;
+      for (; p < rp[i + 1]; ++p) subtract(p);
     }
-    if (!unit) {
-      const scalar_t d = v[diag[i]];
+    if (!s.unit) {
+      const scalar_t d = v[s.diag[i]];
       for (int64_t c = 0; c < k; ++c) xi[c] /= d;
     }
   };
-
-  // Segments of the schedule: a level with enough work is shared by all
-  // threads; consecutive small levels are solved in order by one thread.
-  struct Segment {
-    int64_t begin, end;  // positions in level_rows
-    bool shared;
-  };
-  std::vector<Segment> segments;
-  const int64_t nthreads = at::get_num_threads();
-  const double row_work = n == 0 ? 0.0 : double(rp[n] - rp[0] + n) / double(n) * double(k);
-  bool any_shared = false;
-  if (nthreads > 1 && !at::in_parallel_region()) {
-    for (int64_t s = 0; s < nlevels; ++s) {
-      const int64_t l = backwards ? nlevels - 1 - s : s;
-      const int64_t rows = level_ptr[l + 1] - level_ptr[l];
-      const Segment level{level_ptr[l], level_ptr[l + 1],
-                          double(rows) * row_work >= double(kSharedLevelWork) && rows > 1};
-      any_shared = any_shared || level.shared;
-      if (!level.shared && !segments.empty() && !segments.back().shared) {
-        // Consecutive levels are adjacent in level_rows: the run grows by one
-        // level, at its end (forwards) or at its start (backwards).
-        if (backwards) segments.back().begin = level.begin; else segments.back().end = level.end;
-      } else {
-        segments.push_back(level);
-      }
-    }
-  }
-  if (!any_shared) {
-    // No level worth sharing: the natural order, a valid schedule for any
-    // triangle, on one thread.
-    if (rows_lower) {
-      for (int64_t i = 0; i < n; ++i) solve_row(i);
-    } else {
-      for (int64_t i = n - 1; i >= 0; --i) solve_row(i);
-    }
-    return;
-  }
-  // A run of small levels is walked in schedule order: forwards, or
-  // backwards (the levels reversed; the order within a level is free).
-#pragma omp parallel num_threads(static_cast<int>(nthreads))
+  const bool backwards = transpose;
+#pragma omp parallel num_threads(static_cast<int>(at::get_num_threads()))
   {
     for (const Segment& segment : segments) {
       if (segment.shared) {
 #pragma omp for schedule(static)
-        for (int64_t q = segment.begin; q < segment.end; ++q) solve_row(level_rows[q]);
+        for (int64_t q = segment.begin; q < segment.end; ++q) solve_row(s.level_rows[q]);
       } else {
 #pragma omp single
         {
+          // A run of small levels in schedule order (within a level any order).
           if (backwards) {
-            for (int64_t q = segment.end - 1; q >= segment.begin; --q) solve_row(level_rows[q]);
+            for (int64_t q = segment.end - 1; q >= segment.begin; --q) solve_row(s.level_rows[q]);
           } else {
-            for (int64_t q = segment.begin; q < segment.end; ++q) solve_row(level_rows[q]);
+            for (int64_t q = segment.begin; q < segment.end; ++q) solve_row(s.level_rows[q]);
           }
         }
       }
     }
+  }
+}
+
+// op(T) x = b in place in x: in parallel along the levels where some level is
+// wide enough, else on one thread.
+template <typename scalar_t>
+void solve_triangular(const TriangularSystem<scalar_t>& s, bool transpose, int64_t k,
+                      scalar_t* x) {
+  const std::vector<Segment> segments = level_schedule(s, transpose, k);
+  if (segments.empty()) {
+    solve_serial(s, transpose, k, x, [](int64_t) {});
+  } else {
+    TORCH_CHECK(!transpose || s.t_rp != nullptr,
+                "sptrsv: the transposed solve needs the transpose pattern t_crow, t_col, t_perm");
+    solve_levels(s, transpose, k, x, segments);
   }
 }
 

@@ -179,9 +179,10 @@ class _FactorSolve(torch.autograd.Function):
         w = _FactorSolve.apply(values, grad.contiguous(), lu, not trans)
         grad_values = None
         if ctx.needs_input_grad[0]:
-            rows, cols = (x, w) if trans else (w, x)
+            # -(w x^T) ⊙ mask(A), or -(x w^T): the sign on the shorter vector.
+            rows, cols = (x, -w) if trans else (-w, x)
             pattern = lu.matrix._pattern
-            grad_values = -ops.sampled_matmul(pattern.crow, pattern.kernel_col(), rows, cols)
+            grad_values = ops.sampled_matmul(pattern.crow, pattern.kernel_col(), rows, cols)
         return grad_values, w, None, None
 
 
