@@ -206,3 +206,20 @@ def test_requires_grad_():
     assert A.requires_grad_().requires_grad
     (A @ torch.ones(12, dtype=torch.float64)).sum().backward()
     assert A.values.grad.shape == (A.nnz,)
+
+
+def test_caches_filled_in_inference_mode_serve_a_later_backward():
+    """Index arrays cached while inference mode is on (the row index, the
+    int32 columns, the transpose) must not be inference tensors: a later
+    call that records gradients saves them for its backward."""
+    A = ls.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(6, 6), dtype=torch.float64)
+    x = torch.ones(6, dtype=torch.float64)
+    with torch.inference_mode():
+        A @ x
+        A.row_indices()
+        A._pattern.transpose()
+        (A @ A).values
+    values = A.values.clone().requires_grad_()
+    B = A.with_values(values)
+    ((B @ x.clone().requires_grad_()).sum() + (x @ B).sum() + (B @ B).values.sum()).backward()
+    assert values.grad.shape == (A.nnz,)

@@ -39,16 +39,23 @@ class Pattern:
         return self.col.device
 
     def cached(self, key, compute: Callable):
-        """Return ``compute()``, computed on the first call for ``key``."""
+        """Return ``compute()``, computed on the first call for ``key``.
+
+        Computed outside inference mode even when called inside it: a cached
+        index array must be usable by a later call that records gradients
+        (autograd refuses to save inference tensors).
+        """
         if key not in self._cache:
-            self._cache[key] = compute()
+            with torch.inference_mode(False):
+                self._cache[key] = compute()
         return self._cache[key]
 
     def cached_with(self, other: "Pattern", key, compute: Callable):
         """Like :meth:`cached`, for a result that depends on another pattern too."""
         entries = self._pair_cache.setdefault(other, {})
         if key not in entries:
-            entries[key] = compute()
+            with torch.inference_mode(False):
+                entries[key] = compute()
         return entries[key]
 
     def row(self) -> torch.Tensor:
@@ -80,11 +87,13 @@ class Pattern:
         original = origin[0]() if origin is not None else None
         if original is not None:
             if origin[2] is None:
-                inverse = torch.empty_like(origin[1])
-                inverse[origin[1]] = torch.arange(self.nnz, device=self.device)
+                with torch.inference_mode(False):  # cached: see cached()
+                    inverse = torch.empty_like(origin[1])
+                    inverse[origin[1]] = torch.arange(self.nnz, device=self.device)
                 self._cache["transpose_of"] = origin = (origin[0], origin[1], inverse)
             return original, origin[2]
-        t_crow, t_col, perm = ops.transpose(self.crow, self.col, self.shape[1])
+        with torch.inference_mode(False):  # cached: see cached()
+            t_crow, t_col, perm = ops.transpose(self.crow, self.col, self.shape[1])
         t = Pattern(t_crow, t_col, (self.shape[1], self.shape[0]))
         t._cache["transpose_of"] = (weakref.ref(self), perm, None)
         self._cache["transpose"] = (t, perm)
