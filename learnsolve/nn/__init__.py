@@ -1,0 +1,17 @@
+"""Graph neural network layers on the sparse core, and graph data for them.
+
+* :class:`GCNConv`, :func:`gcn_norm`, :class:`GCN`: graph convolution
+  (paper section 4.4, eq. 43), differentiable in the features, the weights
+  and the adjacency's stored values.
+* :func:`train_node_classifier`, :func:`accuracy`: a plain training loop.
+* :class:`GraphData`, :func:`stochastic_block_model`, :func:`random_graph`,
+  :func:`split_masks`, :func:`load_planetoid`: graphs without a download.
+"""
+from .datasets import GraphData, random_graph, split_masks, stochastic_block_model
+from .gcn import GCN, GCNConv, gcn_norm
+from .planetoid import load_planetoid
+from .training import NodeClassificationHistory, accuracy, train_node_classifier
+
+__all__ = ["GCNConv", "GCN", "gcn_norm", "GraphData", "random_graph", "split_masks",
+           "stochastic_block_model", "load_planetoid", "NodeClassificationHistory",
+           "accuracy", "train_node_classifier"]
