@@ -12,7 +12,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
+#include <utility>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -42,6 +44,17 @@ inline void check_same_dtype(const at::Tensor& a, const at::Tensor& b, const cha
                              const char* name_a, const char* name_b) {
   TORCH_CHECK(a.scalar_type() == b.scalar_type(), op, ": expected ", name_a, " and ", name_b,
               " to have the same dtype, got ", a.scalar_type(), " and ", b.scalar_type());
+}
+
+// Every tensor argument of an op must live on the device of the first: the
+// dispatcher picks the CUDA kernel when any argument is on CUDA, and a CPU
+// pointer read on the device would crash the process.
+inline void check_device(const char* op, const at::Device& device,
+                         std::initializer_list<std::pair<const char*, const at::Tensor*>> args) {
+  for (const auto& [name, t] : args) {
+    TORCH_CHECK(t->device() == device, op, ": expected ", name, " on ", device, " (the device ",
+                "of the other arguments), got ", t->device());
+  }
 }
 
 // Column indices of a product kernel's pattern: int64, or the int32 copy that
@@ -109,6 +122,7 @@ inline ProductPattern product_pattern(const char* op, const at::Tensor& crow,
   check_index(crow, op, "crow");
   check_column_index(col, op, "col");
   TORCH_CHECK(crow.numel() >= 1, op, ": expected crow to have at least one entry");
+  check_device(op, crow.device(), {{"col", &col}});
   if (!transpose) return {crow.contiguous(), col.contiguous(), at::Tensor()};
   TORCH_CHECK(t_crow.has_value() && t_col.has_value() && t_perm.has_value(), op,
               ": transpose=True needs the transpose pattern t_crow, t_col, t_perm");
@@ -116,6 +130,7 @@ inline ProductPattern product_pattern(const char* op, const at::Tensor& crow,
   check_index(*t_perm, op, "t_perm");
   TORCH_CHECK(t_col->numel() == col.numel() && t_perm->numel() == col.numel(), op,
               ": expected t_col and t_perm of length ", col.numel(), " (the entries of col)");
+  check_device(op, crow.device(), {{"t_crow", &*t_crow}, {"t_col", &*t_col}, {"t_perm", &*t_perm}});
   return {t_crow->contiguous(), t_col->contiguous(), t_perm->contiguous()};
 }
 
@@ -136,6 +151,7 @@ inline void check_product_operands(const char* op, const at::Tensor& col, const 
   TORCH_CHECK(x.dim() == dim, op, ": expected x to be ", dim, "-D, got ", x.dim(), "-D");
   TORCH_CHECK(values.numel() == col.numel(), op, ": expected values and col of equal length, got ",
               values.numel(), " and ", col.numel());
+  check_device(op, col.device(), {{"values", &values}, {"x", &x}});
 }
 
 // Below this much work (stored entries plus rows) a kernel runs on one thread:

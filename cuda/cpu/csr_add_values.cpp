@@ -5,7 +5,7 @@
 // at most once.
 #include <torch/library.h>
 
-#include "common.h"
+#include "op_checks.h"
 
 namespace learnsolve {
 namespace {
@@ -13,16 +13,7 @@ namespace {
 at::Tensor csr_add_values_cpu(const at::Tensor& values_a, const at::Tensor& map_a,
                               const at::Tensor& values_b, const at::Tensor& map_b, int64_t nnz,
                               const at::Tensor& alpha, const at::Tensor& beta) {
-  const char* op = "csr_add_values";
-  check_floating(values_a, op, "values_a");
-  check_same_dtype(values_a, values_b, op, "values_a", "values_b");
-  check_index(map_a, op, "map_a");
-  check_index(map_b, op, "map_b");
-  TORCH_CHECK(map_a.numel() == values_a.numel() && map_b.numel() == values_b.numel(), op,
-              ": expected map_a, map_b of the lengths of values_a, values_b");
-  TORCH_CHECK(alpha.numel() == 1 && beta.numel() == 1, op, ": expected alpha and beta with one "
-              "element each, got ", alpha.numel(), " and ", beta.numel());
-  TORCH_CHECK(nnz >= 0, op, ": expected nnz >= 0, got ", nnz);
+  check_csr_add_values(values_a, map_a, values_b, map_b, nnz, alpha, beta);
   const auto va_c = values_a.contiguous(), ma_c = map_a.contiguous();
   const auto vb_c = values_b.contiguous(), mb_c = map_b.contiguous();
   auto out = new_buffer({nnz}, values_a.options());

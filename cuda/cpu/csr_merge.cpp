@@ -7,7 +7,7 @@
 
 #include <tuple>
 
-#include "common.h"
+#include "op_checks.h"
 
 namespace learnsolve {
 namespace {
@@ -38,10 +38,7 @@ inline void merge_row(const int64_t* ca, int64_t a0, int64_t a1, const int64_t* 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> csr_merge_cpu(
     const at::Tensor& crow_a, const at::Tensor& col_a, const at::Tensor& crow_b,
     const at::Tensor& col_b, bool intersect) {
-  check_pattern(crow_a, col_a, "csr_merge", "crow_a", "col_a");
-  check_pattern(crow_b, col_b, "csr_merge", "crow_b", "col_b");
-  TORCH_CHECK(crow_a.numel() == crow_b.numel(), "csr_merge: expected crow_a and crow_b of equal ",
-              "length (same number of rows), got ", crow_a.numel(), " and ", crow_b.numel());
+  check_csr_merge(crow_a, col_a, crow_b, col_b);
   const int64_t nrows = crow_a.numel() - 1;
   const auto ra_c = crow_a.contiguous(), ca_c = col_a.contiguous();
   const auto rb_c = crow_b.contiguous(), cb_c = col_b.contiguous();

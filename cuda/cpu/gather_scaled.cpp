@@ -3,17 +3,14 @@
 // positions), scaled, in one parallel pass into a fresh buffer.
 #include <torch/library.h>
 
-#include "common.h"
+#include "op_checks.h"
 
 namespace learnsolve {
 namespace {
 
 at::Tensor gather_scaled_cpu(const at::Tensor& source, const at::Tensor& index,
                              const std::optional<at::Tensor>& alpha) {
-  check_floating(source, "gather_scaled", "source");
-  check_index(index, "gather_scaled", "index");
-  TORCH_CHECK(source.dim() == 1, "gather_scaled: expected source to be 1-D, got ", source.dim(),
-              "-D");
+  check_gather_scaled(source, index);
   const auto source_c = source.contiguous();
   const auto index_c = index.contiguous();
   const int64_t n = index.numel();

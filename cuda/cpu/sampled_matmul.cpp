@@ -5,7 +5,7 @@
 
 #include <optional>
 
-#include "common.h"
+#include "op_checks.h"
 
 namespace learnsolve {
 namespace {
@@ -14,19 +14,9 @@ at::Tensor sampled_matmul_cpu(const at::Tensor& crow, const at::Tensor& col, con
                               const at::Tensor& y, const std::optional<at::Tensor>& /*t_crow*/,
                               const std::optional<at::Tensor>& /*t_col*/,
                               const std::optional<at::Tensor>& /*t_perm*/) {
-  check_index(crow, "sampled_matmul", "crow");
-  check_column_index(col, "sampled_matmul", "col");
-  check_floating(x, "sampled_matmul", "x");
-  check_same_dtype(x, y, "sampled_matmul", "x", "y");
-  TORCH_CHECK(x.dim() == y.dim() && (x.dim() == 1 || x.dim() == 2),
-              "sampled_matmul: expected x and y both 1-D or both 2-D, got ", x.dim(), "-D and ",
-              y.dim(), "-D");
+  check_sampled_matmul(crow, col, x, y);
   const int64_t nrows = crow.numel() - 1;
-  TORCH_CHECK(x.size(0) == nrows, "sampled_matmul: expected x to have ", nrows,
-              " rows (one per row of the pattern), got ", x.size(0));
   const int64_t k = x.dim() == 2 ? x.size(1) : 1;
-  TORCH_CHECK(x.dim() == 1 || y.size(1) == k, "sampled_matmul: expected x and y with equal ",
-              "numbers of columns, got ", k, " and ", y.size(1));
   const auto crow_c = crow.contiguous();
   const auto col_c = col.contiguous();
   const auto x_c = x.contiguous();

@@ -3,19 +3,14 @@
 // serial pass is exact and deterministic where threads would need atomics.
 #include <torch/library.h>
 
-#include "common.h"
+#include "op_checks.h"
 
 namespace learnsolve {
 namespace {
 
 at::Tensor scatter_add_scaled_cpu(const at::Tensor& source, const at::Tensor& index,
                                   int64_t size, const std::optional<at::Tensor>& alpha) {
-  check_floating(source, "scatter_add_scaled", "source");
-  check_index(index, "scatter_add_scaled", "index");
-  TORCH_CHECK(source.dim() == 1 && source.numel() == index.numel(), "scatter_add_scaled: ",
-              "expected a 1-D source of the length of index (", index.numel(), "), got shape ",
-              source.sizes());
-  TORCH_CHECK(size >= 0, "scatter_add_scaled: expected size >= 0, got ", size);
+  check_scatter_add_scaled(source, index, size);
   const auto source_c = source.contiguous();
   const auto index_c = index.contiguous();
   auto out = new_buffer({size}, source.options());

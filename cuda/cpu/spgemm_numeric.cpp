@@ -3,7 +3,7 @@
 // zero between rows), which is then read at the columns of row i of C.
 #include <torch/library.h>
 
-#include "common.h"
+#include "op_checks.h"
 
 namespace learnsolve {
 namespace {
@@ -12,17 +12,7 @@ at::Tensor spgemm_numeric_cpu(const at::Tensor& crow_a, const at::Tensor& col_a,
                               const at::Tensor& values_a, const at::Tensor& crow_b,
                               const at::Tensor& col_b, const at::Tensor& values_b,
                               const at::Tensor& crow_c, const at::Tensor& col_c, int64_t ncols) {
-  const char* op = "spgemm_numeric";
-  check_pattern(crow_a, col_a, op, "crow_a", "col_a");
-  check_pattern(crow_b, col_b, op, "crow_b", "col_b");
-  check_pattern(crow_c, col_c, op, "crow_c", "col_c");
-  check_floating(values_a, op, "values_a");
-  check_same_dtype(values_a, values_b, op, "values_a", "values_b");
-  TORCH_CHECK(values_a.numel() == col_a.numel() && values_b.numel() == col_b.numel(), op,
-              ": expected values_a, values_b of the lengths of col_a, col_b");
-  TORCH_CHECK(crow_c.numel() == crow_a.numel(), op, ": expected crow_c of length ",
-              crow_a.numel(), " (the rows of A), got ", crow_c.numel());
-  TORCH_CHECK(ncols >= 0, op, ": expected ncols >= 0, got ", ncols);
+  check_spgemm_numeric(crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c, ncols);
   const int64_t nrows = crow_a.numel() - 1;
   const auto ra_c = crow_a.contiguous(), ca_c = col_a.contiguous(), va_c = values_a.contiguous();
   const auto rb_c = crow_b.contiguous(), cb_c = col_b.contiguous(), vb_c = values_b.contiguous();

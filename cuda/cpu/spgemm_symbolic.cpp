@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <tuple>
 
-#include "common.h"
+#include "op_checks.h"
 
 namespace learnsolve {
 namespace {
@@ -32,9 +32,7 @@ std::tuple<at::Tensor, at::Tensor> spgemm_symbolic_cpu(const at::Tensor& crow_a,
                                                        const at::Tensor& col_a,
                                                        const at::Tensor& crow_b,
                                                        const at::Tensor& col_b, int64_t ncols) {
-  check_pattern(crow_a, col_a, "spgemm_symbolic", "crow_a", "col_a");
-  check_pattern(crow_b, col_b, "spgemm_symbolic", "crow_b", "col_b");
-  TORCH_CHECK(ncols >= 0, "spgemm_symbolic: expected ncols >= 0, got ", ncols);
+  check_spgemm_symbolic(crow_a, col_a, crow_b, col_b, ncols);
   const int64_t nrows = crow_a.numel() - 1;
   const auto ra_c = crow_a.contiguous(), ca_c = col_a.contiguous();
   const auto rb_c = crow_b.contiguous(), cb_c = col_b.contiguous();

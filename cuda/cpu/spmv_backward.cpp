@@ -7,7 +7,7 @@
 
 #include <tuple>
 
-#include "common.h"
+#include "op_checks.h"
 
 namespace learnsolve {
 namespace {
@@ -17,16 +17,8 @@ std::tuple<at::Tensor, at::Tensor> spmv_backward_cpu(const at::Tensor& crow,
                                                      const at::Tensor& values,
                                                      const at::Tensor& x,
                                                      const at::Tensor& grad) {
-  const char* op = "spmv_backward";
-  check_index(crow, op, "crow");
-  check_column_index(col, op, "col");
-  check_floating(values, op, "values");
-  check_same_dtype(values, x, op, "values", "x");
-  check_same_dtype(values, grad, op, "values", "grad");
+  check_spmv_backward(crow, col, values, x, grad);
   const int64_t nrows = crow.numel() - 1;
-  TORCH_CHECK(x.dim() == 1 && grad.dim() == 1 && grad.numel() == nrows, op,
-              ": expected 1-D x and a 1-D grad of length ", nrows);
-  TORCH_CHECK(values.numel() == col.numel(), op, ": expected values and col of equal length");
   const int64_t ncols = x.numel();
   const auto crow_c = crow.contiguous(), col_c = col.contiguous();
   const auto values_c = values.contiguous(), x_c = x.contiguous(), g_c = grad.contiguous();

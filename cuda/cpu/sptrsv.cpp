@@ -22,10 +22,7 @@ at::Tensor sptrsv_cpu(const at::Tensor& crow, const at::Tensor& col, const at::T
   const auto crow_c = crow.contiguous();
   const auto col_c = col.contiguous();
   const int64_t n = crow.numel() - 1;
-  check_same_dtype(values, b, "sptrsv", "values", "b");
-  TORCH_CHECK((b.dim() == 1 || b.dim() == 2) && b.size(0) == n, "sptrsv: expected b of shape (",
-              n, ",) or (", n, ", k), got ", b.sizes());
-  const int64_t k = b.dim() == 2 ? b.size(1) : 1;
+  const int64_t k = check_triangular_rhs(values, b, n);
   const auto values_c = values.contiguous();
   auto x = new_buffer(b.sizes(), b.options());
   x.copy_(b);

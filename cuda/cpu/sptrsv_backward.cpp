@@ -26,12 +26,7 @@ std::tuple<at::Tensor, at::Tensor> sptrsv_backward_cpu(
   const ProductPattern t =
       product_pattern("sptrsv_backward", crow, col, t_crow, t_col, t_perm, true);
   const int64_t n = crow.numel() - 1;
-  check_same_dtype(values, x, "sptrsv_backward", "values", "x");
-  check_same_dtype(values, grad, "sptrsv_backward", "values", "grad");
-  TORCH_CHECK((x.dim() == 1 || x.dim() == 2) && x.size(0) == n && grad.sizes() == x.sizes(),
-              "sptrsv_backward: expected x and grad of equal shape (", n, ",) or (", n,
-              ", k), got ", x.sizes(), " and ", grad.sizes());
-  const int64_t k = x.dim() == 2 ? x.size(1) : 1;
+  const int64_t k = check_triangular_grad(values, x, grad, n);
   const auto values_c = values.contiguous();
   const auto x_c = x.contiguous();
   const auto crow_c = crow.contiguous();

@@ -7,7 +7,7 @@
 
 #include <tuple>
 
-#include "common.h"
+#include "op_checks.h"
 
 namespace learnsolve {
 namespace {
@@ -15,9 +15,7 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> transpose_cpu(const at::Tensor& crow,
                                                              const at::Tensor& col,
                                                              int64_t ncols) {
-  check_index(crow, "transpose", "crow");
-  check_column_index(col, "transpose", "col");
-  TORCH_CHECK(ncols >= 0, "transpose: expected ncols >= 0, got ", ncols);
+  check_transpose(crow, col, ncols);
   const int64_t nrows = crow.numel() - 1;
   const int64_t nnz = col.numel();
   const auto crow_c = crow.contiguous();

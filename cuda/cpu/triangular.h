@@ -16,37 +16,9 @@
 
 #include <vector>
 
-#include "common.h"
+#include "op_checks.h"
 
 namespace learnsolve {
-
-// The level analysis of sptrsv_analysis: rows grouped by level
-// (level_ptr, level_rows) and the position of each diagonal entry (or -1).
-struct TriangularAnalysis {
-  at::Tensor level_ptr, level_rows, diag;
-};
-
-inline TriangularAnalysis check_triangular(const char* op, const at::Tensor& crow,
-                                           const at::Tensor& col, const at::Tensor& values,
-                                           const at::Tensor& level_ptr,
-                                           const at::Tensor& level_rows, const at::Tensor& diag) {
-  check_pattern(crow, col, op, "crow", "col");
-  check_floating(values, op, "values");
-  TORCH_CHECK(values.numel() == col.numel(), op, ": expected values and col of equal length, got ",
-              values.numel(), " and ", col.numel());
-  const int64_t n = crow.numel() - 1;
-  check_index(level_ptr, op, "level_ptr");
-  check_index(level_rows, op, "level_rows");
-  check_index(diag, op, "diag");
-  TORCH_CHECK(level_ptr.numel() >= 1 && level_rows.numel() == n && diag.numel() == n, op,
-              ": expected the analysis of sptrsv_analysis for ", n, " rows, got level_ptr, ",
-              "level_rows, diag of lengths ", level_ptr.numel(), ", ", level_rows.numel(), ", ",
-              diag.numel());
-  for (const at::Tensor* t : {&level_ptr, &level_rows, &diag}) {
-    TORCH_CHECK(t->device().is_cpu(), op, ": expected the analysis on the CPU");
-  }
-  return {level_ptr.contiguous(), level_rows.contiguous(), diag.contiguous()};
-}
 
 // Raises torch.linalg.LinAlgError for the first row whose diagonal is not
 // stored, or is zero: a solve never divides by zero.

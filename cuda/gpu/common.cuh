@@ -1,6 +1,6 @@
-// Shared helpers of the CUDA kernels: the argument checks of the CPU kernels
-// (cuda/cpu/common.h, so that both backends raise the same errors), device
-// checks, launch geometry, warp reductions, and the small device-side
+// Shared helpers of the CUDA kernels: the argument checks shared with the CPU
+// kernels (cuda/cpu/op_checks.h, so that both backends raise the same errors),
+// device checks, launch geometry, warp reductions, and the small device-side
 // building blocks several ops share (row of each stored entry, binary search
 // in a sorted row, exclusive scans of counts into row pointers).
 //
@@ -30,7 +30,7 @@
 #include <initializer_list>
 #include <optional>
 
-#include "../cpu/common.h"
+#include "../cpu/op_checks.h"
 
 namespace learnsolve {
 namespace gpu {
@@ -50,17 +50,6 @@ inline unsigned blocks_for(int64_t items, int64_t per_block) {
 // Blocks of kThreads for one thread per item, and for one warp per item.
 inline unsigned thread_blocks(int64_t items) { return blocks_for(items, kThreads); }
 inline unsigned warp_blocks(int64_t items) { return blocks_for(items, kWarpsPerBlock); }
-
-// Every tensor argument of a CUDA kernel must live on the device of the
-// first: the dispatcher picks the CUDA kernel when any argument is on CUDA,
-// and a CPU pointer read on the device would crash the process.
-inline void check_device(const char* op, const at::Device& device,
-                         std::initializer_list<std::pair<const char*, const at::Tensor*>> args) {
-  for (const auto& [name, t] : args) {
-    TORCH_CHECK(t->device() == device, op, ": expected ", name, " on ", device, " (the device ",
-                "of the other arguments), got ", t->device());
-  }
-}
 
 // A one-element scale tensor (absent: 1) as a one-element tensor of `options`
 // on the device, read by the kernel through a pointer: no host sync.

@@ -27,21 +27,11 @@ __global__ void place_kernel(const scalar_t* __restrict__ v, const int64_t* __re
 at::Tensor csr_add_values_cuda(const at::Tensor& values_a, const at::Tensor& map_a,
                                const at::Tensor& values_b, const at::Tensor& map_b, int64_t nnz,
                                const at::Tensor& alpha, const at::Tensor& beta) {
-  const char* op = "csr_add_values";
-  check_floating(values_a, op, "values_a");
-  check_same_dtype(values_a, values_b, op, "values_a", "values_b");
-  check_index(map_a, op, "map_a");
-  check_index(map_b, op, "map_b");
-  TORCH_CHECK(map_a.numel() == values_a.numel() && map_b.numel() == values_b.numel(), op,
-              ": expected map_a, map_b of the lengths of values_a, values_b");
-  TORCH_CHECK(alpha.numel() == 1 && beta.numel() == 1, op, ": expected alpha and beta with one "
-              "element each, got ", alpha.numel(), " and ", beta.numel());
-  TORCH_CHECK(nnz >= 0, op, ": expected nnz >= 0, got ", nnz);
+  check_csr_add_values(values_a, map_a, values_b, map_b, nnz, alpha, beta);
   const at::Device device = values_a.device();
-  check_device(op, device, {{"map_a", &map_a}, {"values_b", &values_b}, {"map_b", &map_b}});
   c10::cuda::CUDAGuard guard(device);
-  const at::Tensor a = device_scale(alpha, op, "alpha", values_a.options());
-  const at::Tensor b = device_scale(beta, op, "beta", values_a.options());
+  const at::Tensor a = device_scale(alpha, "csr_add_values", "alpha", values_a.options());
+  const at::Tensor b = device_scale(beta, "csr_add_values", "beta", values_a.options());
   const auto va_c = values_a.contiguous(), ma_c = map_a.contiguous();
   const auto vb_c = values_b.contiguous(), mb_c = map_b.contiguous();
   auto out = at::zeros({nnz}, values_a.options());

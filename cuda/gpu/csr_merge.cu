@@ -98,12 +98,8 @@ __global__ void merge_place_b_kernel(const int64_t* __restrict__ ra, const int64
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> csr_merge_cuda(
     const at::Tensor& crow_a, const at::Tensor& col_a, const at::Tensor& crow_b,
     const at::Tensor& col_b, bool intersect) {
-  check_pattern(crow_a, col_a, "csr_merge", "crow_a", "col_a");
-  check_pattern(crow_b, col_b, "csr_merge", "crow_b", "col_b");
-  TORCH_CHECK(crow_a.numel() == crow_b.numel(), "csr_merge: expected crow_a and crow_b of equal ",
-              "length (same number of rows), got ", crow_a.numel(), " and ", crow_b.numel());
+  check_csr_merge(crow_a, col_a, crow_b, col_b);
   const at::Device device = crow_a.device();
-  check_device("csr_merge", device, {{"col_a", &col_a}, {"crow_b", &crow_b}, {"col_b", &col_b}});
   c10::cuda::CUDAGuard guard(device);
   const int64_t nrows = crow_a.numel() - 1;
   const int64_t nnz_a = col_a.numel(), nnz_b = col_b.numel();

@@ -19,12 +19,8 @@ __global__ void gather_scaled_kernel(const scalar_t* __restrict__ s,
 
 at::Tensor gather_scaled_cuda(const at::Tensor& source, const at::Tensor& index,
                               const std::optional<at::Tensor>& alpha) {
-  check_floating(source, "gather_scaled", "source");
-  check_index(index, "gather_scaled", "index");
-  TORCH_CHECK(source.dim() == 1, "gather_scaled: expected source to be 1-D, got ", source.dim(),
-              "-D");
+  check_gather_scaled(source, index);
   const at::Device device = source.device();
-  check_device("gather_scaled", device, {{"index", &index}});
   c10::cuda::CUDAGuard guard(device);
   const at::Tensor a = device_scale(alpha, "gather_scaled", "alpha", source.options());
   const auto source_c = source.contiguous();

@@ -23,14 +23,8 @@ __global__ void scatter_add_scaled_kernel(const scalar_t* __restrict__ s,
 
 at::Tensor scatter_add_scaled_cuda(const at::Tensor& source, const at::Tensor& index,
                                    int64_t size, const std::optional<at::Tensor>& alpha) {
-  check_floating(source, "scatter_add_scaled", "source");
-  check_index(index, "scatter_add_scaled", "index");
-  TORCH_CHECK(source.dim() == 1 && source.numel() == index.numel(), "scatter_add_scaled: ",
-              "expected a 1-D source of the length of index (", index.numel(), "), got shape ",
-              source.sizes());
-  TORCH_CHECK(size >= 0, "scatter_add_scaled: expected size >= 0, got ", size);
+  check_scatter_add_scaled(source, index, size);
   const at::Device device = source.device();
-  check_device("scatter_add_scaled", device, {{"index", &index}});
   c10::cuda::CUDAGuard guard(device);
   const at::Tensor a = device_scale(alpha, "scatter_add_scaled", "alpha", source.options());
   const auto source_c = source.contiguous();

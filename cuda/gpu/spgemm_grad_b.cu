@@ -41,22 +41,8 @@ at::Tensor spgemm_grad_b_cuda(const at::Tensor& crow_a, const at::Tensor& col_a,
                               const at::Tensor& values_a, const at::Tensor& crow_c,
                               const at::Tensor& col_c, const at::Tensor& grad_c,
                               const at::Tensor& crow_b, const at::Tensor& col_b, int64_t ncols) {
-  const char* op = "spgemm_grad_b";
-  check_pattern(crow_a, col_a, op, "crow_a", "col_a");
-  check_pattern(crow_c, col_c, op, "crow_c", "col_c");
-  check_pattern(crow_b, col_b, op, "crow_b", "col_b");
-  check_floating(values_a, op, "values_a");
-  check_same_dtype(values_a, grad_c, op, "values_a", "grad_c");
-  TORCH_CHECK(values_a.numel() == col_a.numel(), op, ": expected values_a of length ",
-              col_a.numel());
-  TORCH_CHECK(grad_c.numel() == col_c.numel(), op, ": expected grad_c of length ", col_c.numel());
-  TORCH_CHECK(crow_c.numel() == crow_a.numel(), op, ": expected crow_c and crow_a of equal ",
-              "length (C and A have the same rows)");
-  TORCH_CHECK(ncols >= 0, op, ": expected ncols >= 0, got ", ncols);
+  check_spgemm_grad_b(crow_a, col_a, values_a, crow_c, col_c, grad_c, crow_b, col_b, ncols);
   const at::Device device = crow_a.device();
-  check_device(op, device,
-               {{"col_a", &col_a}, {"values_a", &values_a}, {"crow_c", &crow_c},
-                {"col_c", &col_c}, {"grad_c", &grad_c}, {"crow_b", &crow_b}, {"col_b", &col_b}});
   c10::cuda::CUDAGuard guard(device);
   const int64_t nnz_a = col_a.numel();
   const auto ra_c = crow_a.contiguous(), ca_c = col_a.contiguous(), va_c = values_a.contiguous();

@@ -42,22 +42,8 @@ at::Tensor spgemm_masked_cuda(const at::Tensor& crow_m, const at::Tensor& col_m,
                               const at::Tensor& crow_v, const at::Tensor& col_v,
                               const at::Tensor& values_v, const at::Tensor& crow_w,
                               const at::Tensor& col_w, const at::Tensor& values_w, int64_t inner) {
-  const char* op = "spgemm_masked";
-  check_pattern(crow_m, col_m, op, "crow_m", "col_m");
-  check_pattern(crow_v, col_v, op, "crow_v", "col_v");
-  check_pattern(crow_w, col_w, op, "crow_w", "col_w");
-  check_floating(values_v, op, "values_v");
-  check_same_dtype(values_v, values_w, op, "values_v", "values_w");
-  TORCH_CHECK(values_v.numel() == col_v.numel() && values_w.numel() == col_w.numel(), op,
-              ": expected values_v, values_w of the lengths of col_v, col_w");
-  TORCH_CHECK(crow_v.numel() == crow_m.numel(), op, ": expected crow_v of length ",
-              crow_m.numel(), " (the rows of the mask), got ", crow_v.numel());
-  TORCH_CHECK(inner >= 0, op, ": expected inner >= 0, got ", inner);
+  check_spgemm_masked(crow_m, col_m, crow_v, col_v, values_v, crow_w, col_w, values_w, inner);
   const at::Device device = crow_m.device();
-  check_device(op, device,
-               {{"col_m", &col_m}, {"crow_v", &crow_v}, {"col_v", &col_v},
-                {"values_v", &values_v}, {"crow_w", &crow_w}, {"col_w", &col_w},
-                {"values_w", &values_w}});
   c10::cuda::CUDAGuard guard(device);
   const int64_t nnz_m = col_m.numel();
   const auto rm_c = crow_m.contiguous(), cm_c = col_m.contiguous();

@@ -60,22 +60,8 @@ at::Tensor spgemm_numeric_cuda(const at::Tensor& crow_a, const at::Tensor& col_a
                                const at::Tensor& values_a, const at::Tensor& crow_b,
                                const at::Tensor& col_b, const at::Tensor& values_b,
                                const at::Tensor& crow_c, const at::Tensor& col_c, int64_t ncols) {
-  const char* op = "spgemm_numeric";
-  check_pattern(crow_a, col_a, op, "crow_a", "col_a");
-  check_pattern(crow_b, col_b, op, "crow_b", "col_b");
-  check_pattern(crow_c, col_c, op, "crow_c", "col_c");
-  check_floating(values_a, op, "values_a");
-  check_same_dtype(values_a, values_b, op, "values_a", "values_b");
-  TORCH_CHECK(values_a.numel() == col_a.numel() && values_b.numel() == col_b.numel(), op,
-              ": expected values_a, values_b of the lengths of col_a, col_b");
-  TORCH_CHECK(crow_c.numel() == crow_a.numel(), op, ": expected crow_c of length ",
-              crow_a.numel(), " (the rows of A), got ", crow_c.numel());
-  TORCH_CHECK(ncols >= 0, op, ": expected ncols >= 0, got ", ncols);
+  check_spgemm_numeric(crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c, ncols);
   const at::Device device = crow_a.device();
-  check_device(op, device,
-               {{"col_a", &col_a}, {"values_a", &values_a}, {"crow_b", &crow_b},
-                {"col_b", &col_b}, {"values_b", &values_b}, {"crow_c", &crow_c},
-                {"col_c", &col_c}});
   c10::cuda::CUDAGuard guard(device);
   const int64_t nrows = crow_a.numel() - 1;
   const auto ra_c = crow_a.contiguous(), ca_c = col_a.contiguous(), va_c = values_a.contiguous();

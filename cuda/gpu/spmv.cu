@@ -57,10 +57,6 @@ at::Tensor spmv_cuda(const at::Tensor& crow, const at::Tensor& col, const at::Te
   const ProductPattern a = product_pattern("spmv", crow, col, t_crow, t_col, t_perm, transpose);
   check_product_operands("spmv", col, values, x, 1);
   const at::Device device = crow.device();
-  check_device("spmv", device, {{"col", &col}, {"values", &values}, {"x", &x}});
-  if (transpose) {
-    check_device("spmv", device, {{"t_crow", &a.crow}, {"t_col", &a.col}, {"t_perm", &a.perm}});
-  }
   c10::cuda::CUDAGuard guard(device);
   const int64_t nrows = a.crow.numel() - 1;
   const auto values_c = values.contiguous();

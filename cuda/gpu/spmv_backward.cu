@@ -36,18 +36,9 @@ std::tuple<at::Tensor, at::Tensor> spmv_backward_cuda(const at::Tensor& crow,
                                                       const at::Tensor& values,
                                                       const at::Tensor& x,
                                                       const at::Tensor& grad) {
-  const char* op = "spmv_backward";
-  check_index(crow, op, "crow");
-  check_column_index(col, op, "col");
-  check_floating(values, op, "values");
-  check_same_dtype(values, x, op, "values", "x");
-  check_same_dtype(values, grad, op, "values", "grad");
+  check_spmv_backward(crow, col, values, x, grad);
   const int64_t nrows = crow.numel() - 1;
-  TORCH_CHECK(x.dim() == 1 && grad.dim() == 1 && grad.numel() == nrows, op,
-              ": expected 1-D x and a 1-D grad of length ", nrows);
-  TORCH_CHECK(values.numel() == col.numel(), op, ": expected values and col of equal length");
   const at::Device device = crow.device();
-  check_device(op, device, {{"col", &col}, {"values", &values}, {"x", &x}, {"grad", &grad}});
   c10::cuda::CUDAGuard guard(device);
   const int64_t ncols = x.numel();
   const auto crow_c = crow.contiguous(), col_c = col.contiguous();

@@ -22,22 +22,15 @@ at::Tensor sptrsv_cuda(const at::Tensor& crow, const at::Tensor& col, const at::
                        bool unit_diagonal, const std::optional<at::Tensor>& t_crow,
                        const std::optional<at::Tensor>& t_col,
                        const std::optional<at::Tensor>& t_perm, bool transpose) {
-  const TriangularAnalysisCuda an =
-      check_triangular_cuda("sptrsv", crow, col, values, level_ptr, level_rows, diag);
+  const TriangularAnalysis an =
+      check_triangular("sptrsv", crow, col, values, level_ptr, level_rows, diag);
   const ProductPattern t = product_pattern("sptrsv", crow, col, t_crow, t_col, t_perm, transpose);
   const at::Device device = crow.device();
-  check_device("sptrsv", device, {{"b", &b}});
-  if (transpose) {
-    check_device("sptrsv", device, {{"t_crow", &t.crow}, {"t_col", &t.col}, {"t_perm", &t.perm}});
-  }
   c10::cuda::CUDAGuard guard(device);
   const auto crow_c = crow.contiguous();
   const auto col_c = col.contiguous();
   const int64_t n = crow.numel() - 1;
-  check_same_dtype(values, b, "sptrsv", "values", "b");
-  TORCH_CHECK((b.dim() == 1 || b.dim() == 2) && b.size(0) == n, "sptrsv: expected b of shape (",
-              n, ",) or (", n, ", k), got ", b.sizes());
-  const int64_t k = b.dim() == 2 ? b.size(1) : 1;
+  const int64_t k = check_triangular_rhs(values, b, n);
   const auto values_c = values.contiguous();
   auto x = at::empty(b.sizes(), b.options());
   x.copy_(b);

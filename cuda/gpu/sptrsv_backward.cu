@@ -45,22 +45,14 @@ std::tuple<at::Tensor, at::Tensor> sptrsv_backward_cuda(
     const at::Tensor& grad, const at::Tensor& level_ptr, const at::Tensor& level_rows,
     const at::Tensor& diag, bool lower, bool unit_diagonal, const at::Tensor& t_crow,
     const at::Tensor& t_col, const at::Tensor& t_perm, bool transpose) {
-  const TriangularAnalysisCuda an =
-      check_triangular_cuda("sptrsv_backward", crow, col, values, level_ptr, level_rows, diag);
+  const TriangularAnalysis an =
+      check_triangular("sptrsv_backward", crow, col, values, level_ptr, level_rows, diag);
   const ProductPattern t =
       product_pattern("sptrsv_backward", crow, col, t_crow, t_col, t_perm, true);
   const at::Device device = crow.device();
-  check_device("sptrsv_backward", device,
-               {{"x", &x}, {"grad", &grad}, {"t_crow", &t.crow}, {"t_col", &t.col},
-                {"t_perm", &t.perm}});
   c10::cuda::CUDAGuard guard(device);
   const int64_t n = crow.numel() - 1;
-  check_same_dtype(values, x, "sptrsv_backward", "values", "x");
-  check_same_dtype(values, grad, "sptrsv_backward", "values", "grad");
-  TORCH_CHECK((x.dim() == 1 || x.dim() == 2) && x.size(0) == n && grad.sizes() == x.sizes(),
-              "sptrsv_backward: expected x and grad of equal shape (", n, ",) or (", n,
-              ", k), got ", x.sizes(), " and ", grad.sizes());
-  const int64_t k = x.dim() == 2 ? x.size(1) : 1;
+  const int64_t k = check_triangular_grad(values, x, grad, n);
   const auto values_c = values.contiguous();
   const auto x_c = x.contiguous();
   const auto crow_c = crow.contiguous();

@@ -33,11 +33,8 @@ __global__ void transpose_fill_kernel(const int64_t* __restrict__ rows,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> transpose_cuda(const at::Tensor& crow,
                                                               const at::Tensor& col,
                                                               int64_t ncols) {
-  check_index(crow, "transpose", "crow");
-  check_column_index(col, "transpose", "col");
-  TORCH_CHECK(ncols >= 0, "transpose: expected ncols >= 0, got ", ncols);
+  check_transpose(crow, col, ncols);
   const at::Device device = crow.device();
-  check_device("transpose", device, {{"col", &col}});
   c10::cuda::CUDAGuard guard(device);
   const int64_t nnz = col.numel();
   const auto crow_c = crow.contiguous();

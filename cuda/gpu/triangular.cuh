@@ -27,36 +27,6 @@
 namespace learnsolve {
 namespace gpu {
 
-struct TriangularAnalysisCuda {
-  at::Tensor level_ptr, level_rows, diag;
-};
-
-inline TriangularAnalysisCuda check_triangular_cuda(const char* op, const at::Tensor& crow,
-                                                    const at::Tensor& col,
-                                                    const at::Tensor& values,
-                                                    const at::Tensor& level_ptr,
-                                                    const at::Tensor& level_rows,
-                                                    const at::Tensor& diag) {
-  check_pattern(crow, col, op, "crow", "col");
-  check_floating(values, op, "values");
-  TORCH_CHECK(values.numel() == col.numel(), op, ": expected values and col of equal length, got ",
-              values.numel(), " and ", col.numel());
-  const int64_t n = crow.numel() - 1;
-  check_index(level_ptr, op, "level_ptr");
-  check_index(level_rows, op, "level_rows");
-  check_index(diag, op, "diag");
-  TORCH_CHECK(level_ptr.numel() >= 1 && level_rows.numel() == n && diag.numel() == n, op,
-              ": expected the analysis of sptrsv_analysis for ", n, " rows, got level_ptr, ",
-              "level_rows, diag of lengths ", level_ptr.numel(), ", ", level_rows.numel(), ", ",
-              diag.numel());
-  for (const at::Tensor* t : {&level_ptr, &level_rows, &diag}) {
-    TORCH_CHECK(t->device() == crow.device(), op, ": expected the analysis on ", crow.device(),
-                " (the device of the matrix), got ", t->device());
-  }
-  check_device(op, crow.device(), {{"col", &col}, {"values", &values}});
-  return {level_ptr.contiguous(), level_rows.contiguous(), diag.contiguous()};
-}
-
 // code = 2 i (row i has no stored diagonal) or 2 i + 1 (its diagonal is
 // zero); the smallest code over the rows is the first failing row, as the
 // CPU's check_diagonal reports it.
