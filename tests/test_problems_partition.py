@@ -144,6 +144,16 @@ def test_local_matrices_are_differentiable_gathers():
     assert torch.equal(values.grad, expected)
 
 
+def test_local_matrices_structure_is_computed_once_per_pattern():
+    p = fem_problem(disk(0.25), dtype=torch.float64)
+    P = partition(p, 3, overlap=1)
+    first = P.local_matrices(p.A)
+    again = P.local_matrices(p.A.with_values(2 * p.A.values))
+    for A1, A2 in zip(first, again):
+        assert A2._pattern is A1._pattern
+        assert torch.equal(A2.values, 2 * A1.values)
+
+
 def ras_spectral_radius(p, parts, overlap):
     """rho(I - M A) of RAS, M = sum_i R~_i^T A_i^{-1} R_i (paper eq. 44)."""
     P = partition(p, parts, overlap)

@@ -32,7 +32,8 @@ frontier's rows), so the work per layer is that of the frontier's edges.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,6 +41,7 @@ import torch
 from scipy.sparse import csgraph
 
 from ..core.csr import CSRMatrix
+from ..core.pattern import Pattern
 from .problem import Problem, check_count
 
 __all__ = ["Partition", "partition", "adjacency"]
@@ -225,6 +227,9 @@ class Partition:
     boundary: list
     distance: list
     overlap: int
+    # pattern of A -> what local_matrices(A) needs, kept while that pattern lives
+    _local_structure: weakref.WeakKeyDictionary = field(
+        default_factory=weakref.WeakKeyDictionary, init=False, repr=False)
 
     @property
     def num_parts(self) -> int:
@@ -281,27 +286,22 @@ class Partition:
     def local_matrices(self, A: CSRMatrix) -> list[CSRMatrix]:
         """``A_i = R_i A R_i^T`` for every subdomain, differentiable in ``A.values``.
 
-        Each is a gather of the stored values of ``A`` (no product is formed):
-        the positions are found once per call with scipy on the CPU.
+        All of them are one gather of the stored values of ``A`` (no product is
+        formed); where those values lie, and the patterns of the ``A_i``, are
+        found once per pattern of ``A`` (with scipy, vectorised over the
+        subdomains) and cached on the partition.
         """
         if not isinstance(A, CSRMatrix):
             raise TypeError(f"A: expected a CSRMatrix, got {type(A).__name__}")
         if A.shape != (self.num_nodes, self.num_nodes):
             raise ValueError(f"A: expected shape {(self.num_nodes, self.num_nodes)}, got "
                              f"{A.shape}")
-        ids = sp.csr_array((np.arange(1, A.nnz + 1, dtype=np.int64),
-                            A.col_indices.cpu().numpy(), A.crow_indices.cpu().numpy()),
-                           shape=A.shape)
-        out = []
-        for nodes in self.overlapped:
-            idx = nodes.cpu().numpy()
-            sub = sp.csr_array(ids[idx][:, idx])
-            sub.sort_indices()
-            pos = torch.from_numpy(sub.data - 1).to(A.device)
-            out.append(CSRMatrix(torch.from_numpy(sub.indptr.astype(np.int64)).to(A.device),
-                                 torch.from_numpy(sub.indices.astype(np.int64)).to(A.device),
-                                 A.values[pos], sub.shape, check=False))
-        return out
+        structure = self._local_structure.get(A._pattern)
+        if structure is None:
+            structure = self._local_structure[A._pattern] = _local_structure(self, A)
+        patterns, positions, counts = structure
+        values = torch.split(A.values[positions], counts)
+        return [CSRMatrix._from_pattern(pattern, v) for pattern, v in zip(patterns, values)]
 
     def to(self, device) -> "Partition":
         """A copy with its tensors on ``device`` (``self`` if they are there already)."""
@@ -341,6 +341,40 @@ class Partition:
                              f"{membership.min()}..{membership.max()} with "
                              f"{int((counts == 0).sum())} unused")
         return _grow(G, membership.astype(np.int64), num_parts, overlap).to(_device_of(A))
+
+
+def _local_structure(P: Partition, A: CSRMatrix):
+    """``(patterns of the A_i, positions of their entries in A's values, entries per A_i)``.
+
+    One product ``R ids R^T`` for all subdomains at once, with ``R`` stacking
+    the restrictions ``R_i`` and ``ids`` the matrix of A's pattern whose values
+    are the entries' positions + 1 (each entry of the product is a single
+    term, never a cancelled sum); the entries between two subdomains are
+    dropped, which leaves the blocks ``R_i A R_i^T`` on the diagonal.
+    """
+    sizes = np.array([nodes.numel() for nodes in P.overlapped], dtype=np.int64)
+    offsets = np.r_[0, np.cumsum(sizes)]
+    nodes = torch.cat(P.overlapped).cpu().numpy() if len(sizes) else np.zeros(0, np.int64)
+    block = np.repeat(np.arange(sizes.size), sizes)
+    ids = sp.csr_array((np.arange(1, A.nnz + 1, dtype=np.int64), A.col_indices.cpu().numpy(),
+                        A.crow_indices.cpu().numpy()), shape=A.shape)
+    R = sp.csr_array((np.ones(nodes.size, dtype=np.int64), (np.arange(nodes.size), nodes)),
+                     shape=(nodes.size, A.shape[0]))
+    product = sp.coo_array(R @ ids @ R.T)
+    keep = block[product.row] == block[product.col]
+    local = sp.csr_array((product.data[keep], (product.row[keep], product.col[keep])),
+                         shape=product.shape)
+    local.sort_indices()
+    indptr = torch.from_numpy(local.indptr.astype(np.int64))
+    col = torch.from_numpy(local.indices.astype(np.int64))
+    starts = indptr[offsets]
+    patterns = []
+    for i, (size, offset) in enumerate(zip(sizes.tolist(), offsets.tolist())):
+        crow = indptr[offset:offset + size + 1] - starts[i]
+        entries = col[starts[i]:starts[i + 1]] - offset
+        patterns.append(Pattern(crow.to(A.device), entries.to(A.device), (size, size)))
+    positions = torch.from_numpy(local.data - 1).to(A.device)
+    return patterns, positions, (starts[1:] - starts[:-1]).tolist()
 
 
 def _grow(G: sp.csr_array, membership: np.ndarray, num_parts: int, overlap: int) -> Partition:
