@@ -40,19 +40,12 @@ import scipy.sparse.linalg as sla
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ops import (DENSE_LIMIT_BYTES, Case, Timing, format_time, machine_info,  # noqa: E402
-                 markdown_table, poisson_2d, ratio, text_table)
+from ops import (DENSE_LIMIT_BYTES, NOT_RUN, Case, Timing, _fresh, _leaf,  # noqa: E402
+                 format_time, machine_info, markdown_table, poisson_2d, ratio, text_table)
 
 import learnsolve as ls  # noqa: E402
 from learnsolve.linalg import splu, splu_batched, spsolve, spsolve_triangular  # noqa: E402
 from learnsolve.linalg.triangular import triangular_levels  # noqa: E402
-
-NOT_RUN = "-"
-
-
-def _leaf(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().clone().requires_grad_()
-
 
 def _rhs(n: int, columns: int | None = None, seed: int = 1) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
@@ -68,10 +61,6 @@ def _scipy_int32(S):
     S = sp.csr_array(S)
     S.indices, S.indptr = S.indices.astype(np.int32), S.indptr.astype(np.int32)
     return S
-
-
-def _fresh(A: ls.CSRMatrix) -> ls.CSRMatrix:
-    return ls.CSRMatrix(A.crow_indices, A.col_indices, A.values, A.shape, check=False)
 
 
 # ----------------------------------------------------------------------------- rows

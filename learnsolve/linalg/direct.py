@@ -9,7 +9,7 @@ import torch
 from ..core._ops import ops
 from ..core.csr import CSRMatrix
 from ._checks import check_rhs, check_square
-from .triangular import triangular_levels
+from .triangular import spsolve_triangular
 
 __all__ = ["SparseLU", "splu", "spsolve"]
 
@@ -146,20 +146,12 @@ class SparseLU:
         if trans:
             d = torch.empty_like(b)
             d[perm_r] = b
-            y = _triangular(L, d, lower=True, unit=True, transpose=False)
-            return _triangular(U, y, lower=False, unit=False, transpose=False)[perm_c]
+            y = spsolve_triangular(L, d, lower=True, unit_diagonal=True)
+            return spsolve_triangular(U, y, lower=False)[perm_c]
         c = torch.empty_like(b)
         c[perm_c] = b
-        y = _triangular(U, c, lower=False, unit=False, transpose=True)
-        return _triangular(L, y, lower=True, unit=True, transpose=True)[perm_r]
-
-
-def _triangular(T: CSRMatrix, b: torch.Tensor, lower: bool, unit: bool,
-                transpose: bool) -> torch.Tensor:
-    pattern = T._pattern
-    transposed = pattern.transpose_arrays() if transpose else (None,) * 3
-    return ops.sptrsv(pattern.crow, pattern.col, T.values, b, *triangular_levels(pattern, lower),
-                      lower, unit, *transposed, transpose)
+        y = spsolve_triangular(U, c, lower=False, transpose=True)
+        return spsolve_triangular(L, y, lower=True, unit_diagonal=True, transpose=True)[perm_r]
 
 
 class _FactorSolve(torch.autograd.Function):
