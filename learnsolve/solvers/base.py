@@ -1,0 +1,186 @@
+"""What the solvers and preconditioners share: the Solution they return, the
+preconditioner interface, and the checks of their operands."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..core.csr import CSRMatrix
+from ..linalg._checks import check_rhs, check_square
+
+__all__ = ["Solution", "Preconditioner", "IterativeSolver", "as_preconditioner", "check_system",
+           "matrix_of", "STATUSES"]
+
+Apply = Callable[[torch.Tensor], torch.Tensor]
+
+#: What :attr:`Solution.status` can be.
+STATUSES = ("converged", "maxiter", "breakdown", "diverged")
+
+#: A residual this many times the initial one (or not finite) ends an iteration as
+#: "diverged".
+DIVERGENCE_FACTOR = 1e8
+
+
+@dataclass
+class Solution:
+    """The result of an iterative solve.
+
+    Attributes
+    ----------
+    x : Tensor
+        The last iterate, shaped like ``b``. On ``status != "converged"`` it is
+        not a solution, and nothing pretends it is: check :attr:`converged`.
+    residuals : Tensor
+        ``||b - A x_i||_2`` for ``i = 0 .. iterations``: shape
+        ``(iterations + 1,)``, or ``(iterations + 1, k)`` for ``k`` right-hand
+        sides. Differentiable where the solver's mode of differentiation
+        says so (the PCG loss of the paper's eq. 42 is built from it).
+    b_norm : Tensor
+        ``||b||_2`` (per column).
+    iterations : int
+        Iterations run.
+    status : str
+        ``"converged"`` (every column reached the tolerance), ``"maxiter"``,
+        ``"breakdown"`` (a division by a zero or negative curvature, e.g. an
+        indefinite matrix or preconditioner in CG) or ``"diverged"`` (a
+        residual not finite or 1e8 times the initial one).
+    message : str
+        What happened, in words.
+    """
+
+    x: torch.Tensor
+    residuals: torch.Tensor
+    b_norm: torch.Tensor
+    iterations: int
+    status: str
+    message: str = ""
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "converged"
+
+    @property
+    def relative_residuals(self) -> torch.Tensor:
+        """``residuals / ||b||`` (per column; the plain residuals where ``b = 0``)."""
+        scale = torch.where(self.b_norm > 0, self.b_norm, torch.ones_like(self.b_norm))
+        return self.residuals / scale
+
+    def __repr__(self) -> str:
+        last = self.relative_residuals[-1].detach()
+        worst = float(last.max()) if last.numel() else 0.0
+        return (f"Solution(status={self.status!r}, iterations={self.iterations}, "
+                f"relative_residual={worst:.3e})")
+
+
+def check_system(A, b, x0=None) -> tuple[CSRMatrix, torch.Tensor, torch.Tensor | None]:
+    """Check ``A`` (square CSRMatrix), ``b`` and ``x0`` (shaped like ``b``)."""
+    A = check_square(A)
+    b = check_rhs(A, b)
+    if x0 is not None:
+        x0 = check_rhs(A, x0, "x0")
+        if x0.shape != b.shape:
+            raise ValueError(f"x0: expected the shape of b {tuple(b.shape)}, got "
+                             f"{tuple(x0.shape)}")
+    return A, b, x0
+
+
+def matrix_of(problem) -> CSRMatrix:
+    """The matrix of a :class:`~learnsolve.problems.Problem`, or the CSRMatrix itself."""
+    if isinstance(problem, CSRMatrix):
+        return problem
+    A = getattr(problem, "A", None)
+    if isinstance(A, CSRMatrix):
+        return A
+    raise TypeError(f"problem: expected a Problem or a CSRMatrix, got {type(problem).__name__}")
+
+
+class Preconditioner(nn.Module):
+    """Base of the preconditioners: ``setup(A)`` returns the map ``r -> M r``.
+
+    ``setup`` does the work that depends on the matrix (a factorisation, a
+    multigrid hierarchy, the diagonal) and returns a function applying ``M``
+    to a vector ``(n,)`` or a block ``(n, k)``. Learned preconditioners build
+    that function from their ``nn.Parameter``s, so it is differentiable in
+    them; fixed ones compute it without gradients and cache what they can
+    for the matrix they were last set up with.
+    """
+
+    def setup(self, A: CSRMatrix) -> Apply:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def as_preconditioner(M, A: CSRMatrix) -> Apply | None:
+    """The map ``r -> M r`` for the ``M`` argument of a solver.
+
+    ``M`` may be None (no preconditioner: returns None), a module or object
+    with ``setup(A)`` (a :class:`Preconditioner`), a CSRMatrix (applied as a
+    sparse product) or a callable ``r -> M r``.
+    """
+    if M is None:
+        return None
+    if hasattr(M, "setup"):
+        return M.setup(A)
+    if isinstance(M, CSRMatrix):
+        if M.shape != A.shape:
+            raise ValueError(f"M: expected the shape of A {A.shape}, got {M.shape}")
+        return M.__matmul__
+    if callable(M):
+        return M
+    raise TypeError(f"M: expected None, a Preconditioner, a CSRMatrix or a callable r -> M r, "
+                    f"got {type(M).__name__}")
+
+
+class IterativeSolver(nn.Module):
+    """Base of the iterative solvers: ``solver(A, b, x0=None) -> Solution``.
+
+    Parameters
+    ----------
+    maxiter : int
+        The most iterations one solve runs.
+    rtol, atol : float
+        A column has converged once ``||b - A x|| <= max(rtol ||b||, atol)``
+        (scipy.sparse.linalg's rule). ``rtol = atol = 0`` runs ``maxiter``
+        iterations, as training does.
+    callback : callable, optional
+        Called as ``callback(x)`` after each iteration.
+    """
+
+    def __init__(self, maxiter: int, rtol: float, atol: float, callback=None):
+        super().__init__()
+        if isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 0:
+            raise ValueError(f"maxiter: expected an integer >= 0, got {maxiter!r}")
+        for name, value in (("rtol", rtol), ("atol", atol)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback: expected a callable, got {type(callback).__name__}")
+        self.maxiter = maxiter
+        self.rtol = float(rtol)
+        self.atol = float(atol)
+        self.callback = callback
+
+    def threshold(self, b_norm: torch.Tensor) -> torch.Tensor:
+        """The residual norm below which a column has converged."""
+        return torch.clamp(self.rtol * b_norm, min=self.atol)
+
+    def extra_repr(self) -> str:
+        return f"maxiter={self.maxiter}, rtol={self.rtol:g}, atol={self.atol:g}"
+
+
+def residual_norm(r: torch.Tensor) -> torch.Tensor:
+    """The 2-norm of a residual vector, or of each column of a block."""
+    return torch.linalg.vector_norm(r, dim=0)
+
+
+def status_of(norms: torch.Tensor, threshold: torch.Tensor, initial: torch.Tensor) -> str | None:
+    """"converged" or "diverged" from the latest residual norms, or None to go on."""
+    norms = norms.detach()
+    if not bool(torch.isfinite(norms).all()) or bool(
+            (norms > DIVERGENCE_FACTOR * initial.detach().clamp_min(1e-300)).any()):
+        return "diverged"
+    if bool((norms <= threshold.detach()).all()):
+        return "converged"
+    return None

@@ -1,0 +1,57 @@
+"""The loop of the stationary iterations (Jacobi, heavy ball): residual history,
+stopping rule, status."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .base import IterativeSolver, Solution, check_system, residual_norm, status_of
+
+__all__ = ["iterate", "check_diagonal"]
+
+Step = Callable[[torch.Tensor, torch.Tensor, object], tuple[torch.Tensor, object]]
+
+
+def check_diagonal(A, name: str = "A") -> torch.Tensor:
+    """The diagonal of ``A``, refusing a zero (or missing) entry: LinAlgError naming its row."""
+    d = A.diagonal()
+    zero = torch.nonzero(d.detach() == 0)
+    if zero.numel():
+        raise torch.linalg.LinAlgError(
+            f"{name}: expected a nonzero diagonal (Jacobi divides by it), got a zero or missing "
+            f"diagonal entry in row {int(zero[0, 0])}")
+    return d
+
+
+def iterate(solver: IterativeSolver, A, b, x0, step: Step) -> Solution:
+    """Run ``x, state = step(x, r, state)`` from ``x0`` (default 0) until the
+    residual ``r = b - A x`` meets the solver's tolerance, ``maxiter`` is
+    reached, or it diverges.
+
+    Differentiable by unrolling: autograd records every iteration, so memory
+    grows with the iterations run.
+    """
+    A, b, x0 = check_system(A, b, x0)
+    x = torch.zeros_like(b) if x0 is None else x0
+    r = b - A @ x if x0 is not None else b
+    b_norm = residual_norm(b)
+    threshold = solver.threshold(b_norm)
+    norms = [residual_norm(r)]
+    status = status_of(norms[0], threshold, norms[0])
+    state = None
+    iterations = 0
+    while status is None and iterations < solver.maxiter:
+        x, state = step(x, r, state)
+        r = b - A @ x
+        iterations += 1
+        norms.append(residual_norm(r))
+        if solver.callback is not None:
+            solver.callback(x)
+        status = status_of(norms[-1], threshold, norms[0])
+    status = status or "maxiter"
+    messages = {"converged": f"converged in {iterations} iterations",
+                "maxiter": f"not converged after maxiter = {solver.maxiter} iterations",
+                "diverged": f"diverged at iteration {iterations} (residual not finite or 1e8 "
+                            f"times the initial one)"}
+    return Solution(x, torch.stack(norms), b_norm, iterations, status, messages[status])
