@@ -85,6 +85,10 @@ def test_scipy_round_trip(case, dtype):
     back = A.to_scipy()
     assert back.shape == S.shape and back.nnz == S.nnz
     np.testing.assert_array_equal(back.toarray(), S.toarray().astype(back.dtype))
+    values, col = A.values.clone(), A.col_indices.clone()
+    back.data[:] = 7.0  # a copy: changing it leaves A alone
+    back.indices[:] = -1
+    assert torch.equal(A.values, values) and torch.equal(A.col_indices, col)
 
 
 @pytest.mark.parametrize("fmt", ["coo", "csc", "lil", "dok", "bsr", "dia"])

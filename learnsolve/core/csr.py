@@ -215,8 +215,9 @@ class CSRMatrix:
     def to_scipy(self):
         """A ``scipy.sparse.csr_array`` with a copy of the (detached) data."""
         import scipy.sparse as sp
-        return sp.csr_array((self.values.detach().cpu().numpy(), self.col_indices.cpu().numpy(),
-                             self.crow_indices.cpu().numpy()), shape=self.shape)
+        return sp.csr_array((self.values.detach().cpu().numpy().copy(),
+                             self.col_indices.cpu().numpy().copy(),
+                             self.crow_indices.cpu().numpy().copy()), shape=self.shape)
 
     def to_torch(self) -> torch.Tensor:
         """A torch sparse CSR tensor sharing the arrays (differentiable in the values)."""
