@@ -34,9 +34,10 @@ class Solution:
         The last iterate, shaped like ``b``. On ``status != "converged"`` it is
         not a solution, and nothing pretends it is: check :attr:`converged`.
     residuals : Tensor
-        ``||b - A x_i||_2`` for ``i = 0 .. iterations``: shape
-        ``(iterations + 1,)``, or ``(iterations + 1, k)`` for ``k`` right-hand
-        sides. Differentiable where the solver's mode of differentiation
+        ``||r_i||_2`` for ``i = 0 .. iterations``: shape ``(iterations + 1,)``,
+        or ``(iterations + 1, k)`` for ``k`` right-hand sides. ``r_i`` is the
+        residual ``b - A x_i`` as the solver computes it: directly for the
+        stationary iterations, by CG's recurrence for PCG (equal to rounding). Differentiable where the solver's mode of differentiation
         says so (the PCG loss of the paper's eq. 42 is built from it).
     b_norm : Tensor
         ``||b||_2`` (per column).

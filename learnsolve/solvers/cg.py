@@ -1,0 +1,477 @@
+"""Preconditioned conjugate gradients, differentiable three ways (unrolled,
+checkpointed, implicit), and the PCG training loss of the paper's eq. 42."""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..core import validation as V
+from ..core.csr import CSRMatrix
+from ..linalg._checks import check_square
+from .base import (IterativeSolver, Solution, as_preconditioner, check_system, matrix_of,
+                   residual_norm, status_of)
+from .implicit import implicit_solve
+
+__all__ = ["PCG", "check_spd", "pcg_loss"]
+
+DIFFERENTIATION = ("unrolled", "checkpoint", "implicit")
+
+#: Values of A may differ from those of A^T by this many ulps of A's largest entry.
+SYMMETRY_ULPS = 100
+
+
+def check_spd(A, name: str = "A") -> CSRMatrix:
+    """Check that ``A`` can be symmetric positive definite, in O(nnz).
+
+    ``A`` must be a square :class:`~learnsolve.CSRMatrix` with a symmetric
+    pattern, finite values that are symmetric to rounding (``|a_ij - a_ji|``
+    at most 100 ulps of the largest ``|a_ij|``; ``A^T``'s pattern is cached on
+    the matrix, so this is one gather) and a positive diagonal. These are
+    necessary, not sufficient: an indefinite matrix that passes shows as a
+    ``"breakdown"`` of :class:`PCG`.
+
+    Returns
+    -------
+    CSRMatrix
+        ``A``.
+
+    Raises
+    ------
+    TypeError
+        ``A`` not a CSRMatrix.
+    ValueError
+        Not square, pattern not symmetric, values not finite or not symmetric,
+        a diagonal entry ``<= 0`` (or missing); the message says which, where.
+
+    Examples
+    --------
+    >>> import torch, learnsolve
+    >>> from learnsolve.solvers.cg import check_spd
+    >>> A = learnsolve.CSRMatrix.from_dense(torch.tensor([[2.0, -1.0], [-1.0, 0.0]]))
+    >>> check_spd(A)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: A: expected a symmetric ... but the diagonal entry at row 1 is 0 (<= 0)
+    """
+    A = check_square(A, name)
+    expected = f"{name}: expected a symmetric positive definite matrix, but"
+    original, A = A, A.detach()
+    At = A.T
+    if not (torch.equal(At.crow_indices, A.crow_indices) and
+            torch.equal(At.col_indices, A.col_indices)):
+        n = A.shape[0]
+        keys = A.row_indices() * n + A.col_indices
+        keys_t = At.row_indices() * n + At.col_indices    # (i, j) of A^T: a_ji is stored
+        found = torch.searchsorted(keys, keys_t).clamp_max(max(A.nnz - 1, 0))
+        missing = int(torch.nonzero(keys[found] != keys_t)[0]) if A.nnz else 0
+        i, j = int(At.row_indices()[missing]), int(At.col_indices[missing])
+        raise ValueError(f"{expected} its pattern is not symmetric: entry ({j}, {i}) is stored "
+                         f"and ({i}, {j}) is not")
+    values = A.values
+    if A.nnz:
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            p = int(torch.nonzero(~finite)[0])
+            raise ValueError(f"{expected} its values are not finite: {float(values[p])} at "
+                             f"({int(A.row_indices()[p])}, {int(A.col_indices[p])})")
+        asymmetry = (values - At.values).abs()
+        worst, p = asymmetry.max(0)
+        tolerance = SYMMETRY_ULPS * torch.finfo(values.dtype).eps * float(values.abs().max())
+        if float(worst) > tolerance:
+            p = int(p)
+            raise ValueError(f"{expected} its values are not symmetric: the largest asymmetry "
+                             f"|a_ij - a_ji| is {float(worst):.3e} at (i, j) = "
+                             f"({int(A.row_indices()[p])}, {int(A.col_indices[p])}), more than "
+                             f"rounding ({tolerance:.1e})")
+    diagonal = A.diagonal()
+    bad = torch.nonzero(diagonal <= 0)
+    if bad.numel():
+        i = int(bad[0, 0])
+        raise ValueError(f"{expected} the diagonal entry at row {i} is {float(diagonal[i]):g} "
+                         f"(<= 0)")
+    return original
+
+
+def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``u^T v``, per column of a block."""
+    return torch.linalg.vecdot(u, v, dim=0)
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """``num / den`` in the active columns, 0 in the frozen ones. The denominator
+    is replaced by 1 where frozen, so that neither the value nor the gradient of
+    the branch torch.where drops can be a 0/0."""
+    return torch.where(active, num / torch.where(active, den, torch.ones_like(den)), 0.0)
+
+
+def _first(mask: torch.Tensor) -> int:
+    return int(torch.nonzero(mask.reshape(-1))[0])
+
+
+class _Run:
+    """One PCG solve.
+
+    An iteration is four steps: curvature (``Ap``, ``p^T A p``), update (``x``,
+    ``r``, ``||r||``), preconditioning (``z = M r``, ``r^T z``) and direction
+    (``p``). Between steps the first run decides whether to stop; it records
+    how many steps each segment ran and which columns were active, so that a
+    checkpointed segment recomputed in the backward replays exactly the same
+    steps, without its checks (they would sync) or the callback.
+    """
+
+    def __init__(self, A: CSRMatrix, apply_M, maxiter: int, rtol: float, atol: float,
+                 callback=None, segment_length: int | None = None):
+        self.A, self.apply_M, self.maxiter = A, apply_M, maxiter
+        self.rtol, self.atol, self.callback = rtol, atol, callback
+        self.checkpointed = segment_length is not None
+        self.segment_length = maxiter if segment_length is None else segment_length
+        self.plans: list[tuple[int, int | None]] = []  # (first iteration, steps) per segment
+        self.masks: list[torch.Tensor] = []            # the active columns of each iteration
+        self.iterations = 0
+        self.status: str | None = None
+        self.message = ""
+
+    def precondition(self, r: torch.Tensor) -> torch.Tensor:
+        if self.apply_M is None:
+            return r
+        z = self.apply_M(r)
+        if not isinstance(z, torch.Tensor) or z.shape != r.shape:
+            got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"M: expected M r shaped like r {tuple(r.shape)}, got {got}")
+        return z
+
+    def solve(self, b: torch.Tensor, x0: torch.Tensor | None) -> Solution:
+        A = self.A
+        x = torch.zeros_like(b) if x0 is None else x0.clone()
+        r = b if x0 is None else b - A @ x0
+        b_norm = residual_norm(b)
+        norm = residual_norm(r)
+        self.threshold = torch.clamp(self.rtol * b_norm.detach(), min=self.atol)
+        self.initial = norm.detach()
+        history = [norm.unsqueeze(0)]
+        self.status = status_of(norm, self.threshold, self.initial)
+        if self.status is None and self.maxiter == 0:
+            self.status = "maxiter"
+        if self.status is None:
+            p = self.precondition(r)
+            rz = _dot(r, p)
+            self.masks.append(norm.detach() > self.threshold)
+            self.broke(self.masks[0] & (rz <= 0), "r^T M r")
+        while self.status is None:
+            self.plans.append((self.iterations, None))
+            segment = (self.segment, len(self.plans) - 1, x, r, p, rz)
+            x, r, p, rz, norms = (checkpoint(*segment, use_reentrant=False)
+                                  if self.checkpointed else segment[0](*segment[1:]))
+            history.append(norms)
+        residuals = torch.cat(history)
+        return Solution(x, residuals, b_norm, self.iterations, self.status,
+                        self.describe(residuals[-1], b_norm))
+
+    def segment(self, index: int, x, r, p, rz):
+        """Up to ``segment_length`` iterations from the state ``(x, r, p, rz)``."""
+        start, planned = self.plans[index]
+        recording = planned is None
+        limit = 4 * self.segment_length if recording else planned
+        norms = []
+        step = 0
+        while step < limit:
+            i, kind = start + step // 4, step % 4
+            step += 1
+            if kind == 0:
+                Ap = self.A @ p
+                pAp = _dot(p, Ap)
+                if recording and self.broke(self.masks[i] & (pAp <= 0), "p^T A p"):
+                    break
+            elif kind == 1:
+                alpha = _ratio(rz, pAp, self.masks[i])
+                x = torch.addcmul(x, alpha, p)
+                r = torch.addcmul(r, alpha, Ap, value=-1)
+                norms.append(residual_norm(r))
+                if recording and self.updated(x, norms[-1]):
+                    break
+            elif kind == 2:
+                z = self.precondition(r)
+                rz_next = _dot(r, z)
+                if recording:
+                    self.masks.append(norms[-1].detach() > self.threshold)
+                    if self.broke(self.masks[i + 1] & (rz_next <= 0), "r^T M r"):
+                        break
+            else:
+                p = torch.addcmul(z, _ratio(rz_next, rz, self.masks[i + 1]), p)
+                rz = rz_next
+        if recording:
+            self.plans[index] = (start, step)
+        stacked = torch.stack(norms) if norms else r.new_zeros((0, *rz.shape))
+        return x, r, p, rz, stacked
+
+    def updated(self, x: torch.Tensor, norm: torch.Tensor) -> bool:
+        """After an update: the callback, then whether to stop."""
+        self.iterations += 1
+        if self.callback is not None:
+            self.callback(x.detach())
+        self.status = status_of(norm, self.threshold, self.initial)
+        if self.status is None and self.iterations == self.maxiter:
+            self.status = "maxiter"
+        return self.status is not None
+
+    def broke(self, bad: torch.Tensor, quantity: str) -> bool:
+        """Stop with "breakdown" if an active column has ``quantity <= 0``."""
+        if not bool(bad.any()):
+            return False
+        self.status = "breakdown"
+        column = f" in column {_first(bad)}" if bad.dim() else ""
+        culprit = "A" if quantity == "p^T A p" else "the preconditioner M"
+        self.message = (f"breakdown after {self.iterations} iterations: {quantity} <= 0{column}, "
+                        f"{culprit} is not positive definite; x is the last iterate before it")
+        return True
+
+    def describe(self, last: torch.Tensor, b_norm: torch.Tensor) -> str:
+        if self.status == "breakdown":
+            return self.message
+        if self.status == "converged":
+            return f"converged in {self.iterations} iterations"
+        if self.status == "diverged":
+            return (f"diverged at iteration {self.iterations} (residual not finite or 1e8 times "
+                    f"the initial one)")
+        relative = last.detach() / torch.where(b_norm > 0, b_norm, 1.0).detach()
+        return (f"not converged after maxiter = {self.maxiter} iterations (largest relative "
+                f"residual {float(relative.max()):.3e})")
+
+
+def _trainable(M) -> bool:
+    """Whether the preconditioner has values that want a gradient."""
+    if isinstance(M, nn.Module):
+        return any(p.requires_grad for p in M.parameters())
+    return isinstance(M, CSRMatrix) and M.requires_grad
+
+
+class PCG(IterativeSolver):
+    """Preconditioned conjugate gradients for a symmetric positive definite A.
+
+    Solves ``A x = b`` for one right-hand side ``b`` of shape ``(n,)`` or for
+    ``k`` of them at once, ``b`` of shape ``(n, k)``: every column has its own
+    ``alpha`` and ``beta``, the sparse products are one SpMM per iteration, and
+    a column that has converged is frozen (its step set to 0, so it cannot
+    break down) while the others go on, until all have converged.
+
+    Parameters
+    ----------
+    M : None, Preconditioner, CSRMatrix or callable, optional
+        The preconditioner, an SPD approximation of ``A^{-1}`` (see
+        :func:`~learnsolve.solvers.base.as_preconditioner`). A module is a
+        submodule: its parameters are this solver's, so
+        ``torch.optim.Adam(pcg.parameters())`` trains it.
+    maxiter : int, optional
+        Most iterations; None means ``10 n`` at solve time (scipy's default).
+    rtol, atol : float
+        A column has converged when ``||r|| <= max(rtol ||b||, atol)``.
+    differentiation : {"unrolled", "checkpoint", "implicit"}
+        How gradients are computed (Notes).
+    checkpoint_segments : int, optional
+        With ``"checkpoint"``: how many segments the iterations are cut into;
+        default ``ceil(sqrt(maxiter))``.
+    check_spd : bool
+        Run :func:`check_spd` on ``A`` before each solve (O(nnz)).
+    callback : callable, optional
+        ``callback(x)`` after each iteration, with the detached iterate.
+
+    Notes
+    -----
+    ``Solution.residuals`` holds ``||r_i||`` for ``i = 0 .. iterations``, the
+    residuals of CG's recurrence ``r_{i+1} = r_i - alpha_i A p_i`` (equal to
+    ``b - A x_i`` up to rounding); the loss of the paper's eq. 42
+    (:func:`pcg_loss`) is built from them. Status ``"breakdown"``: ``p^T A p
+    <= 0`` (A not positive definite) or ``r^T M r <= 0`` (M not positive
+    definite) in a column not yet converged; ``x`` is then the last iterate
+    before it, and the message says which.
+
+    Differentiation, with memory for ``n`` unknowns, ``k`` columns and ``m``
+    iterations run:
+
+    - ``"unrolled"``: autograd through every iteration; gradients reach ``A``'s
+      values, ``b``, ``x0`` and the preconditioner's parameters (or a
+      CSRMatrix ``M``'s values). Memory O(m n k), plus what the preconditioner
+      saves per application.
+    - ``"checkpoint"``: the same gradient (equal to rounding), the iterations
+      run in ``s`` segments under :func:`torch.utils.checkpoint.checkpoint`:
+      only the state ``(x, r, p, r^T z)`` at segment boundaries is kept and a
+      segment is recomputed in the backward, replaying the forward's decisions
+      (steps run, columns frozen). Memory O((s + m / s) n k), O(sqrt(m) n k)
+      by default, for one more forward pass of compute.
+    - ``"implicit"``: the forward builds no graph; the backward solves the
+      adjoint system ``A λ = grad_x`` with the same PCG and preconditioner and
+      gives ``grad_b = λ``, ``grad_A = -(λ x^T) ⊙ mask(A)``. Memory O(n k)
+      whatever m. This is the gradient of the exact solution ``A^{-1} b``,
+      as accurate as the two solves (a RuntimeWarning says if the adjoint did
+      not converge); nothing reaches x0 or the preconditioner (a trainable one
+      is refused with ValueError), ``Solution.residuals`` is detached, and
+      there are no second derivatives.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from learnsolve.problems import poisson_2d
+    >>> from learnsolve.solvers.cg import PCG
+    >>> A = poisson_2d(8, dtype=torch.float64).A
+    >>> b = torch.ones(64, dtype=torch.float64)
+    >>> solution = PCG(rtol=1e-10)(A, b)
+    >>> solution.status, solution.iterations
+    ('converged', 10)
+    >>> bool(torch.linalg.vector_norm(b - A @ solution.x) <= 1e-10 * 8)
+    True
+    """
+
+    def __init__(self, M=None, maxiter: int | None = None, rtol: float = 1e-5,
+                 atol: float = 0.0, *, differentiation: str = "unrolled",
+                 checkpoint_segments: int | None = None, check_spd: bool = True, callback=None):
+        super().__init__(0 if maxiter is None else maxiter, rtol, atol, callback)
+        self.maxiter = maxiter
+        if differentiation not in DIFFERENTIATION:
+            raise ValueError(f"differentiation: expected one of {DIFFERENTIATION}, got "
+                             f"{differentiation!r}")
+        if checkpoint_segments is not None:
+            if (isinstance(checkpoint_segments, bool) or
+                    not isinstance(checkpoint_segments, numbers.Integral) or
+                    checkpoint_segments < 1):
+                raise ValueError(f"checkpoint_segments: expected an integer >= 1 or None, got "
+                                 f"{checkpoint_segments!r}")
+            if differentiation != "checkpoint":
+                raise ValueError(f"checkpoint_segments: only used with differentiation="
+                                 f"'checkpoint', got differentiation={differentiation!r}")
+        if not isinstance(check_spd, bool):
+            raise TypeError(f"check_spd: expected a bool, got {type(check_spd).__name__}")
+        self.M = M
+        self.differentiation = differentiation
+        self.checkpoint_segments = checkpoint_segments
+        self.check_spd = check_spd
+
+    def forward(self, A: CSRMatrix, b: torch.Tensor, x0: torch.Tensor | None = None) -> Solution:
+        """Solve ``A x = b`` (A SPD, b ``(n,)`` or ``(n, k)``) from ``x0`` (default 0)."""
+        A, b, x0 = check_system(A, b, x0)
+        if isinstance(self.M, CSRMatrix):
+            V.check_same_dtype("A", A.values, "M", self.M.values)
+            V.check_same_device("A", A.values, "M", self.M.values)
+        if self.check_spd:
+            check_spd(A)
+        n = A.shape[0]
+        maxiter = 10 * n if self.maxiter is None else self.maxiter
+        settings = (maxiter, self.rtol, self.atol)
+        if self.differentiation != "implicit":
+            segment = None
+            if self.differentiation == "checkpoint" and torch.is_grad_enabled():
+                segments = self.checkpoint_segments or max(math.ceil(math.sqrt(maxiter)), 1)
+                segment = max(-(-maxiter // segments), 1)
+            run = _Run(A, as_preconditioner(self.M, A), *settings, self.callback, segment)
+            return run.solve(b, x0)
+        if torch.is_grad_enabled() and _trainable(self.M):
+            raise ValueError("M: implicit differentiation gives no gradient to the "
+                             "preconditioner, whose parameters require grad; use "
+                             "differentiation='unrolled' or 'checkpoint' to train it")
+        with torch.no_grad():
+            apply_M = as_preconditioner(self.M, A)
+        matrix = A.detach()
+        run = _Run(matrix, apply_M, *settings, self.callback)
+        adjoint = _Run(matrix, apply_M, *settings)
+        return implicit_solve(A.values, b, x0, run, adjoint)
+
+    def loss(self, problem, X: torch.Tensor) -> torch.Tensor:
+        """The training loss: ``pcg_loss(self, problem, X)`` (eq. 42)."""
+        return pcg_loss(self, problem, X)
+
+    def extra_repr(self) -> str:
+        maxiter = "10n" if self.maxiter is None else self.maxiter
+        return (f"maxiter={maxiter}, rtol={self.rtol:g}, atol={self.atol:g}, "
+                f"differentiation={self.differentiation!r}")
+
+
+def pcg_loss(model: PCG, problem, B: torch.Tensor, *, iterations: int = 4,
+             gamma: float = 0.6) -> torch.Tensor:
+    """The weighted residual history of PCG, the paper's eq. 42.
+
+    ``loss = mean_j sum_{i=1..N} w_i ||r_i^{(j)}|| / ||b^{(j)}||`` with
+    ``w_i = gamma^{N-i} / sum_l gamma^{N-l}``, over ``N = iterations`` PCG
+    iterations (no early stop: ``rtol = atol = 0``) with the preconditioner
+    and the differentiation mode of ``model`` (a copy of its settings; the
+    model is not changed), from ``x0 = 0``. The residuals are those of CG's
+    recurrence (see :class:`PCG`). Later iterations weigh more; every one
+    gives gradient.
+
+    Parameters
+    ----------
+    model : PCG
+        ``"unrolled"`` or ``"checkpoint"`` differentiation.
+    problem : Problem or CSRMatrix
+        The matrix A.
+    B : Tensor
+        Right-hand sides ``(n,)`` or ``(n, J)``.
+    iterations : int
+        ``N``, at least 1.
+    gamma : float
+        In ``(0, 1]``.
+
+    Returns
+    -------
+    Tensor
+        A scalar, differentiable in the preconditioner's parameters, A's
+        values and B.
+
+    Raises
+    ------
+    ValueError
+        ``model`` with implicit differentiation (its residual history is
+        detached), bad ``iterations`` or ``gamma``.
+
+    Notes
+    -----
+    If PCG stops before ``N`` iterations (a column at exactly zero residual:
+    the later residuals are 0; a breakdown, e.g. an indefinite learned M, or a
+    divergence: the last residual is held, with a RuntimeWarning), the
+    history is completed with its last residual, so the loss stays defined.
+
+    Examples
+    --------
+    >>> import torch, learnsolve
+    >>> from learnsolve.problems import poisson_2d
+    >>> from learnsolve.solvers.cg import PCG, pcg_loss
+    >>> A = poisson_2d(8, dtype=torch.float64).A
+    >>> L = A.tril().with_values(torch.ones(A.tril().nnz, dtype=torch.float64) * 0.5)
+    >>> L.requires_grad_()
+    CSRMatrix(shape=(64, 64), nnz=176, dtype=torch.float64, device=cpu, requires_grad=True)
+    >>> B = torch.randn(64, 3, dtype=torch.float64)
+    >>> loss = pcg_loss(PCG(M=L @ L.T), A, B / B.norm(dim=0))
+    >>> loss.backward()
+    >>> L.values.grad.shape
+    torch.Size([176])
+    """
+    if not isinstance(model, PCG):
+        raise TypeError(f"model: expected a PCG, got {type(model).__name__}")
+    if model.differentiation == "implicit":
+        raise ValueError("model: expected differentiation 'unrolled' or 'checkpoint' for the PCG "
+                         "loss, got 'implicit' (its residual history is detached, the loss "
+                         "would have no gradient)")
+    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or \
+            iterations < 1:
+        raise ValueError(f"iterations: expected an integer >= 1, got {iterations!r}")
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not 0 < gamma <= 1:
+        raise ValueError(f"gamma: expected a number in (0, 1], got {gamma!r}")
+    solver = PCG(model.M, int(iterations), 0.0, 0.0, differentiation=model.differentiation,
+                 checkpoint_segments=model.checkpoint_segments, check_spd=model.check_spd,
+                 callback=model.callback)
+    solution = solver(matrix_of(problem), B)
+    relative = solution.relative_residuals
+    missing = iterations - solution.iterations
+    if missing and solution.status != "converged":
+        warnings.warn(f"pcg_loss: PCG stopped early ({solution.message}); the remaining "
+                      f"{missing} residuals are held at the last one", RuntimeWarning,
+                      stacklevel=2)
+    relative = torch.cat([relative[1:], relative[-1:].expand(missing, *relative.shape[1:])])
+    weights = gamma ** torch.arange(iterations - 1, -1, -1, dtype=relative.dtype,
+                                    device=relative.device)
+    weights = weights / weights.sum()
+    per_column = torch.tensordot(weights, relative, dims=1)
+    return per_column.mean()
