@@ -77,5 +77,6 @@ TORCH_LIBRARY(learnsolve, m) {
   m.def("sptrsv_backward(Tensor crow, Tensor col, Tensor values, Tensor x, Tensor grad, "
         "Tensor level_ptr, Tensor level_rows, Tensor diag, bool lower, bool unit_diagonal, "
         "Tensor t_crow, Tensor t_col, Tensor t_perm, bool transpose) -> (Tensor, Tensor)");
+  m.def("ic0(Tensor crow, Tensor col, Tensor values) -> Tensor");
 }
 

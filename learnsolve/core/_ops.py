@@ -391,6 +391,11 @@ def _sptrsv_backward_fake(crow, col, values, x, grad, level_ptr, level_rows, dia
     return values.new_empty(col.shape[0]), torch.empty_like(grad)
 
 
+@torch.library.register_fake("learnsolve::ic0")
+def _ic0_fake(crow, col, values):
+    return values.new_empty(col.shape[0])
+
+
 def triangle_mask(crow: torch.Tensor, col: torch.Tensor, lower: bool,
                   unit_diagonal: bool) -> torch.Tensor:
     """Which stored entries belong to the triangle a solve reads (bool, nnz)."""
