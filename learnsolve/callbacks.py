@@ -1,0 +1,277 @@
+"""Callbacks of the :class:`~learnsolve.train.Trainer`: hooks into its loop, early stopping
+and learning-rate schedules.
+
+A callback subclasses :class:`Callback` and overrides the hooks it needs; the
+others do nothing. It stops training by setting ``trainer.stop_training =
+True`` (the epoch under way finishes first). What it must remember across a
+:meth:`~learnsolve.train.Trainer.save` / ``load`` it returns from
+:meth:`Callback.state_dict` (tensors, numbers, strings, lists and dicts only).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+__all__ = ["Callback", "EarlyStopping", "LRScheduler"]
+
+
+def _clone(state):
+    """A copy of a state dict whose tensors do not share memory with the original."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {k: _clone(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_clone(v) for v in state)
+    return state
+
+
+class Callback:
+    """Base of the callbacks: every hook does nothing.
+
+    Hooks, in the order the trainer calls them: ``on_fit_start(trainer)``
+    once per :meth:`~learnsolve.train.Trainer.fit` (the optimizer exists),
+    ``on_epoch_start(trainer, epoch)`` and ``on_epoch_end(trainer, epoch,
+    logs)`` around each epoch (``logs`` is the epoch's history entry), and
+    ``on_fit_end(trainer)`` when the loop ends, however it ends short of an
+    exception.
+
+    Examples
+    --------
+    >>> class PrintLoss(Callback):
+    ...     def on_epoch_end(self, trainer, epoch, logs):
+    ...         print(f"epoch {epoch}: {logs['loss']:.3f}")
+    >>> PrintLoss().on_epoch_end(None, 0, {"loss": 0.5})
+    epoch 0: 0.500
+    """
+
+    def on_fit_start(self, trainer) -> None:
+        """Called at the start of ``fit``, after the optimizer is built."""
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        """Called before epoch ``epoch`` (counted from 0 over the whole training)."""
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
+        """Called after epoch ``epoch`` with its history entry ``logs``."""
+
+    def on_fit_end(self, trainer) -> None:
+        """Called when ``fit`` ends (all epochs done, stopped, or a non-finite loss)."""
+
+    def state_dict(self) -> dict:
+        """What a resumed training needs of this callback (default: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; called by the trainer after ``on_fit_start``."""
+
+
+def _check_monitor(monitor) -> str:
+    if not isinstance(monitor, str) or not monitor:
+        raise TypeError(f"monitor: expected the name of a history entry (a string), got "
+                        f"{monitor!r}")
+    return monitor
+
+
+def _monitored(logs: dict, monitor: str) -> float:
+    if monitor not in logs:
+        raise KeyError(f"monitor: {monitor!r} is not in the history; it has "
+                       f"{sorted(logs)}")
+    return float(logs[monitor])
+
+
+class EarlyStopping(Callback):
+    """Stop when a monitored quantity has stopped improving.
+
+    Parameters
+    ----------
+    monitor : str
+        A key of the history: ``"loss"``, ``"val_loss"`` (with validation
+        problems) or the name of a metric.
+    patience : int
+        Epochs without improvement after which training stops.
+    min_delta : float
+        The least change that counts as an improvement.
+    mode : {"min", "max"}
+        Whether smaller or larger values are better.
+    restore_best : bool
+        At the end of ``fit``, put back the parameters of the best epoch (as
+        they were at its end).
+
+    Attributes
+    ----------
+    best_ : float
+        The best value seen.
+    best_epoch_ : int
+        Its epoch (-1 before any).
+    stopped_epoch_ : int or None
+        The epoch after which training was stopped (None if it was not).
+
+    Notes
+    -----
+    An epoch improves on the best if its value is below ``best_ - min_delta``
+    (``mode="min"``) or above ``best_ + min_delta`` (``mode="max"``); a NaN
+    never improves. Training stops at the end of the epoch that makes
+    ``patience`` epochs in a row without improvement. The ``"loss"`` of an
+    epoch is measured during it, before its steps; the parameters kept for
+    it are those at its end.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from learnsolve.train import Trainer
+    >>> from learnsolve.problems import poisson_1d
+    >>> from learnsolve.solvers.jacobi import Jacobi
+    >>> stop = EarlyStopping(patience=3)
+    >>> trainer = Trainer(Jacobi(1.0, 8), epochs=500, lr=0.05, seed=0, progress=False,
+    ...                   callbacks=[stop])
+    >>> trainer.fit(poisson_1d(8)).stop_reason_, stop.stopped_epoch_ - stop.best_epoch_
+    ('callback', 3)
+    """
+
+    def __init__(self, monitor: str = "loss", patience: int = 10, min_delta: float = 0.0,
+                 mode: str = "min", restore_best: bool = True):
+        self.monitor = _check_monitor(monitor)
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or \
+                patience < 1:
+            raise ValueError(f"patience: expected an integer >= 1, got {patience!r}")
+        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) or \
+                not min_delta >= 0:
+            raise ValueError(f"min_delta: expected a number >= 0, got {min_delta!r}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
+        self.patience = int(patience)
+        self.min_delta = float(min_delta)
+        self.mode = mode
+        self.restore_best = bool(restore_best)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.best_ = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch_ = -1
+        self.stopped_epoch_ = None
+        self.wait_ = 0
+        self._best_state = None
+
+    def _improves(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best_ - self.min_delta
+        return value > self.best_ + self.min_delta
+
+    def on_fit_start(self, trainer) -> None:
+        # A fresh training starts afresh; a continued one (epochs already done)
+        # keeps its best and its patience.
+        if trainer.epochs_done_ == 0:
+            self._reset()
+        self.stopped_epoch_ = None
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
+        value = _monitored(logs, self.monitor)
+        if self._improves(value):
+            self.best_, self.best_epoch_, self.wait_ = value, epoch, 0
+            if self.restore_best:
+                self._best_state = _clone(trainer.model.state_dict())
+            return
+        self.wait_ += 1
+        if self.wait_ >= self.patience:
+            self.stopped_epoch_ = epoch
+            trainer.stop_training = True
+
+    def on_fit_end(self, trainer) -> None:
+        if self.restore_best and self._best_state is not None:
+            trainer.model.load_state_dict(self._best_state)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best_, "best_epoch": self.best_epoch_, "wait": self.wait_,
+                "best_state": self._best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_, self.best_epoch_ = float(state["best"]), int(state["best_epoch"])
+        self.wait_ = int(state["wait"])
+        self._best_state = state["best_state"]
+
+    def __repr__(self) -> str:
+        return (f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, "
+                f"min_delta={self.min_delta:g}, mode={self.mode!r}, "
+                f"restore_best={self.restore_best})")
+
+
+class LRScheduler(Callback):
+    """A ``torch.optim.lr_scheduler`` stepped once per epoch.
+
+    Parameters
+    ----------
+    scheduler : type
+        A scheduler class (``torch.optim.lr_scheduler.StepLR``, ...) or any
+        callable ``(optimizer, **kwargs) -> scheduler``. It is built on the
+        trainer's optimizer at the start of ``fit``.
+    monitor : str
+        For :class:`~torch.optim.lr_scheduler.ReduceLROnPlateau`: the history
+        entry it is stepped with (default the epoch's loss).
+    **kwargs
+        The scheduler's arguments (``step_size=10, gamma=0.5``, ...).
+
+    Attributes
+    ----------
+    scheduler_ : torch.optim.lr_scheduler.LRScheduler
+        The scheduler, once ``fit`` has started.
+
+    Notes
+    -----
+    The learning rate in the history is the one an epoch ran with: the
+    scheduler steps after the epoch's entry is written. Its state is saved
+    with the trainer, so a resumed training continues the schedule.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from learnsolve.train import Trainer
+    >>> from learnsolve.problems import poisson_1d
+    >>> from learnsolve.solvers.jacobi import Jacobi
+    >>> halve = LRScheduler(torch.optim.lr_scheduler.StepLR, step_size=2, gamma=0.5)
+    >>> trainer = Trainer(Jacobi(1.0, 8), epochs=5, lr=0.1, progress=False, callbacks=[halve])
+    >>> trainer.fit(poisson_1d(8)).history_.lr.tolist()
+    [0.1, 0.1, 0.05, 0.05, 0.025]
+    """
+
+    def __init__(self, scheduler, monitor: str = "loss", **kwargs):
+        if not callable(scheduler):
+            raise TypeError(f"scheduler: expected a torch.optim.lr_scheduler class or a "
+                            f"callable (optimizer, **kwargs) -> scheduler, got "
+                            f"{type(scheduler).__name__}")
+        self.scheduler = scheduler
+        self.monitor = _check_monitor(monitor)
+        self.kwargs = kwargs
+        self.scheduler_ = None
+
+    @property
+    def _plateau(self) -> bool:
+        return isinstance(self.scheduler_, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+    def on_fit_start(self, trainer) -> None:
+        # Built once per optimizer: a continued fit keeps its schedule.
+        if self.scheduler_ is None or self.scheduler_.optimizer is not trainer.optimizer_:
+            self.scheduler_ = self.scheduler(trainer.optimizer_, **self.kwargs)
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
+        if self._plateau:
+            self.scheduler_.step(_monitored(logs, self.monitor))
+        else:
+            self.scheduler_.step()
+
+    def state_dict(self) -> dict:
+        return {} if self.scheduler_ is None else self.scheduler_.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        self.scheduler_.load_state_dict(state)
+        # Building the scheduler reset the learning rates: put back the saved ones.
+        for group, lr in zip(self.scheduler_.optimizer.param_groups, state["_last_lr"]):
+            group["lr"] = lr
+
+    def __repr__(self) -> str:
+        name = getattr(self.scheduler, "__name__", repr(self.scheduler))
+        args = "".join(f", {k}={v!r}" for k, v in self.kwargs.items())
+        return f"LRScheduler({name}{args})"
