@@ -1,12 +1,19 @@
 """learnsolve: differentiable sparse linear algebra for learning how to solve sparse systems.
 
 The gradient with respect to a sparse matrix keeps the matrix's sparsity: a
-:class:`CSRMatrix` carries gradients in its stored values only.
+:class:`CSRMatrix` carries gradients in its stored values only. On that core:
+sparse solves (:mod:`learnsolve.linalg`), problem generators
+(:mod:`learnsolve.problems`), learned solvers and preconditioners
+(:mod:`learnsolve.solvers`), graph layers (:mod:`learnsolve.nn`) and the
+:class:`Trainer` (:mod:`learnsolve.train`, callbacks in
+:mod:`learnsolve.callbacks`).
 """
-from . import linalg, nn, problems
+from . import callbacks, linalg, nn, problems, solvers
 from .core import (CSRMatrix, add, block_diag, diag, diags, eye, kron, matmul, multiply,
                    sampled_matmul, scale)
+from .train import Trainer
 
-__all__ = ["CSRMatrix", "add", "block_diag", "diag", "diags", "eye", "kron", "linalg", "matmul",
-           "multiply", "nn", "problems", "sampled_matmul", "scale"]
+__all__ = ["CSRMatrix", "Trainer", "add", "block_diag", "callbacks", "diag", "diags", "eye",
+           "kron", "linalg", "matmul", "multiply", "nn", "problems", "sampled_matmul", "scale",
+           "solvers"]
 __version__ = "0.1.0"

@@ -1,7 +1,24 @@
-"""Differentiable iterative solvers and preconditioners whose parameters are trained."""
+"""Differentiable iterative solvers and preconditioners whose parameters are trained.
+
+Solvers (``solver(A, b, x0=None) -> Solution``): :class:`Jacobi` (one weight
+or one per node, paper eq. 35), :class:`Heavyball` (eq. 37) and
+:class:`PCG` (preconditioned conjugate gradients, differentiated by
+unrolling, with checkpoints, or implicitly). Preconditioners (``setup(A)``
+returns ``r -> M r``): learned :class:`LowerFactor` (``M = L L^T``, section
+4.3) and :class:`SPAI` (section 4.6), and the fixed baselines :class:`Jacobi`,
+:class:`IncompleteCholesky` (IC(0)) and :class:`AMG` (pyamg). The paper's
+losses, each a model's default training loss: :func:`jacobi_loss` (eq. 36),
+:func:`heavyball_loss` (eq. 40), :func:`pcg_loss` (eq. 42) and
+:func:`spai_loss` (eq. 50).
+"""
+from .amg import AMG
 from .base import IterativeSolver, Preconditioner, Solution
+from .cg import PCG, check_spd, pcg_loss
+from .factor import IncompleteCholesky, LowerFactor
 from .heavyball import Heavyball, heavyball_loss
 from .jacobi import Jacobi, jacobi_loss
+from .spai import SPAI, spai_classical, spai_loss
 
-__all__ = ["Heavyball", "IterativeSolver", "Jacobi", "Preconditioner", "Solution",
-           "heavyball_loss", "jacobi_loss"]
+__all__ = ["AMG", "Heavyball", "IncompleteCholesky", "IterativeSolver", "Jacobi", "LowerFactor",
+           "PCG", "Preconditioner", "SPAI", "Solution", "check_spd", "heavyball_loss",
+           "jacobi_loss", "pcg_loss", "spai_classical", "spai_loss"]
