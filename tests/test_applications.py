@@ -71,9 +71,9 @@ def test_spai_gradient_descent_reaches_classical_fig19():
     A = problem.A
     classical = float(spai_loss(spai_classical(A), A))
     model = SPAI(A)  # M = mask(A), as the paper
-    start = float(spai_loss(model, A))
+    start = float(spai_loss(model, A).detach())
     Trainer(model, lr=2e-2, epochs=400, batch_size=1, seed=0, progress=False).fit(problem)
-    reached = float(spai_loss(model, A))
+    reached = float(spai_loss(model, A).detach())
     assert start > 10 * classical
     assert reached <= 1.03 * classical
     assert reached >= classical * (1 - 1e-9)  # the classical one is the least-squares optimum
