@@ -20,6 +20,13 @@ products; M = L L^T formed densely). The dense column runs while its matrices
 fit in ``--dense-memory`` GiB and its previous size took less than
 ``--dense-budget`` seconds (it grows like N^3: the next size would take ~8x).
 float64. Each figure is the median of several epochs after a warm-up one.
+
+Large N on Linux: every epoch allocates and frees blocks of tens of MB, which
+glibc's malloc returns to the system each time (blocks over 32 MB are always
+mmap-ed), so each epoch page-faults them in again. At N = 2^20 that is most
+of the heavy-ball epoch (5.2 s, against 1.6 s with
+``MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184``
+in the environment). The tables are taken without such settings.
 The slope column is the least-squares slope of log(time) against log(N) over
 the sizes from N = 4096 up: 1 is linear.
 
