@@ -59,8 +59,8 @@ from ops import NOT_RUN, format_time, machine_info, markdown_table, text_table  
 
 import learnsolve as ls  # noqa: E402
 from learnsolve.problems import poisson_1d, poisson_2d  # noqa: E402
-from learnsolve.solvers import (PCG, SPAI, Heavyball, Jacobi, LowerFactor, heavyball_loss,  # noqa: E402
-                                jacobi_loss, pcg_loss, spai_loss)
+from learnsolve.solvers import (  # noqa: E402
+    PCG, SPAI, Heavyball, Jacobi, LowerFactor, heavyball_loss, jacobi_loss, pcg_loss, spai_loss)
 
 F64 = torch.float64
 VECTORS = 8          # J, random vectors per epoch

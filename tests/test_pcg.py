@@ -534,3 +534,24 @@ def test_bad_input():
         PCG(3.0)(A, b)
     with pytest.raises(ValueError, match=r"M: expected M r shaped like r \(9,\), got \(8,\)"):
         PCG(lambda r: r[:8])(A, b)
+
+
+def test_spd_check_runs_once_per_matrix_and_again_after_a_change(monkeypatch):
+    from learnsolve.solvers import cg
+    calls = []
+    original = cg.check_spd
+    monkeypatch.setattr(cg, "check_spd", lambda A, name="A": calls.append(1) or original(A))
+    A = poisson_2d(4, dtype=torch.float64).A
+    b = torch.ones(16, dtype=torch.float64)
+    pcg = PCG(maxiter=3)
+    pcg(A, b)
+    pcg(A, b)
+    PCG(maxiter=3)(A, b)
+    assert len(calls) == 1                       # the same matrix, unchanged
+    with torch.no_grad():
+        A.values[1] += 1.0                       # in place: now not symmetric
+    with pytest.raises(ValueError, match="not symmetric"):
+        pcg(A, b)
+    B = A.with_values(poisson_2d(4, dtype=torch.float64).A.values)
+    pcg(B, b)                                    # other values: checked again, and fine
+    assert len(calls) == 3

@@ -7,8 +7,7 @@ import torch
 
 from ..core.csr import CSRMatrix
 from ..linalg._checks import check_rhs, check_square
-from .base import Apply, Preconditioner
-from .factor import _Cache
+from .base import Apply, MatrixCache, Preconditioner
 
 __all__ = ["AMG"]
 
@@ -116,7 +115,7 @@ class AMG(Preconditioner):
         self.method = method
         self.cycle = cycle
         self.kwargs = kwargs
-        self._cycle = _Cache()
+        self._cycle = MatrixCache()
 
     def hierarchy(self, A: CSRMatrix) -> pyamg.MultilevelSolver:
         """pyamg's multigrid hierarchy for ``A`` (cached per matrix)."""

@@ -2,6 +2,7 @@
 preconditioner interface, and the checks of their operands."""
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -12,7 +13,7 @@ from ..core.csr import CSRMatrix
 from ..linalg._checks import check_rhs, check_square
 
 __all__ = ["Solution", "Preconditioner", "IterativeSolver", "as_preconditioner", "check_system",
-           "matrix_of", "STATUSES"]
+           "matrix_of", "MatrixCache", "STATUSES"]
 
 Apply = Callable[[torch.Tensor], torch.Tensor]
 
@@ -37,7 +38,8 @@ class Solution:
         ``||r_i||_2`` for ``i = 0 .. iterations``: shape ``(iterations + 1,)``,
         or ``(iterations + 1, k)`` for ``k`` right-hand sides. ``r_i`` is the
         residual ``b - A x_i`` as the solver computes it: directly for the
-        stationary iterations, by CG's recurrence for PCG (equal to rounding). Differentiable where the solver's mode of differentiation
+        stationary iterations, by CG's recurrence for PCG (equal to
+        rounding). Differentiable where the solver's mode of differentiation
         says so (the PCG loss of the paper's eq. 42 is built from it).
     b_norm : Tensor
         ``||b||_2`` (per column).
@@ -185,3 +187,36 @@ def status_of(norms: torch.Tensor, threshold: torch.Tensor, initial: torch.Tenso
     if bool((norms <= threshold.detach()).all()):
         return "converged"
     return None
+
+
+def _version(obj) -> int | None:
+    """A tensor's version counter (bumped by in-place changes); None for other objects
+    and for inference tensors, which have none."""
+    if isinstance(obj, torch.Tensor) and not obj.is_inference():
+        return obj._version
+    return None
+
+
+class MatrixCache:
+    """A value computed from some objects, kept until one of them is replaced or,
+    for a tensor, changed in place.
+
+    The objects are held weakly (the cache keeps nothing alive) and compared by
+    identity and version counter. A copy or a pickle starts empty.
+    """
+
+    def __init__(self):
+        self._key: tuple = ()
+        self._value = None
+
+    def __reduce__(self):
+        return (type(self), ())
+
+    def get(self, objects: tuple, compute: Callable):
+        fresh = len(self._key) == len(objects) and all(
+            ref() is obj and version == _version(obj)
+            for (ref, version), obj in zip(self._key, objects))
+        if not fresh:
+            self._value = compute()
+            self._key = tuple((weakref.ref(obj), _version(obj)) for obj in objects)
+        return self._value

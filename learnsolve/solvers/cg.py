@@ -13,8 +13,8 @@ from torch.utils.checkpoint import checkpoint
 from ..core import validation as V
 from ..core.csr import CSRMatrix
 from ..linalg._checks import check_square
-from .base import (IterativeSolver, Solution, as_preconditioner, check_system, matrix_of,
-                   residual_norm, status_of)
+from .base import (IterativeSolver, MatrixCache, Solution, as_preconditioner, check_system,
+                   matrix_of, residual_norm, status_of)
 from .implicit import implicit_solve
 
 __all__ = ["PCG", "check_spd", "pcg_loss"]
@@ -95,6 +95,16 @@ def check_spd(A, name: str = "A") -> CSRMatrix:
         raise ValueError(f"{expected} the diagonal entry at row {i} is {float(diagonal[i]):g} "
                          f"(<= 0)")
     return original
+
+
+def _check_spd_once(A: CSRMatrix) -> None:
+    """:func:`check_spd`, skipped for a matrix that passed it with the same pattern
+    and values (the same tensor, not changed in place since): a training loop
+    solves with the same A at every step. The record is one slot on the pattern."""
+    if A.values.is_inference():  # no version counter: check every time
+        check_spd(A)
+        return
+    A._pattern.cached("check_spd", MatrixCache).get((A.values,), lambda: check_spd(A))
 
 
 def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -276,7 +286,8 @@ class PCG(IterativeSolver):
         With ``"checkpoint"``: how many segments the iterations are cut into;
         default ``ceil(sqrt(maxiter))``.
     check_spd : bool
-        Run :func:`check_spd` on ``A`` before each solve (O(nnz)).
+        Run :func:`check_spd` on ``A`` before a solve (O(nnz); skipped for a
+        matrix that passed it before, unchanged: same values tensor and pattern).
     callback : callable, optional
         ``callback(x)`` after each iteration, with the detached iterate.
 
@@ -357,7 +368,7 @@ class PCG(IterativeSolver):
             V.check_same_dtype("A", A.values, "M", self.M.values)
             V.check_same_device("A", A.values, "M", self.M.values)
         if self.check_spd:
-            check_spd(A)
+            _check_spd_once(A)
         n = A.shape[0]
         maxiter = 10 * n if self.maxiter is None else self.maxiter
         settings = (maxiter, self.rtol, self.atol)

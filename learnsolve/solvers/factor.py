@@ -2,9 +2,6 @@
 and the incomplete Cholesky factorisation IC(0), a fixed baseline."""
 from __future__ import annotations
 
-import weakref
-from typing import Callable
-
 import torch
 from torch import nn
 
@@ -14,43 +11,10 @@ from ..core.csr import CSRMatrix
 from ..core.pattern import Pattern
 from ..linalg._checks import check_rhs, check_square
 from ..linalg.triangular import spsolve_triangular
-from .base import Apply, Preconditioner, matrix_of
+from .base import Apply, MatrixCache, Preconditioner, matrix_of
 from .cg import check_spd
 
 __all__ = ["LowerFactor", "IncompleteCholesky"]
-
-
-def _version(obj) -> int | None:
-    """A tensor's version counter (bumped by in-place changes); None for other objects
-    and for inference tensors, which have none."""
-    if isinstance(obj, torch.Tensor) and not obj.is_inference():
-        return obj._version
-    return None
-
-
-class _Cache:
-    """A value computed from some objects, kept until one of them is replaced or,
-    for a tensor, changed in place.
-
-    The objects are held weakly (the cache keeps nothing alive) and compared by
-    identity and version counter. A copy or a pickle starts empty.
-    """
-
-    def __init__(self):
-        self._key: tuple = ()
-        self._value = None
-
-    def __reduce__(self):
-        return (type(self), ())
-
-    def get(self, objects: tuple, compute: Callable):
-        fresh = len(self._key) == len(objects) and all(
-            ref() is obj and version == _version(obj)
-            for (ref, version), obj in zip(self._key, objects))
-        if not fresh:
-            self._value = compute()
-            self._key = tuple((weakref.ref(obj), _version(obj)) for obj in objects)
-        return self._value
 
 
 def check_operator_matrix(module: nn.Module, A, shape: tuple[int, int], like: torch.Tensor
@@ -110,7 +74,7 @@ class SparseParameter(Preconditioner):
         self.register_buffer("col_indices", pattern.col_indices.clone())
         self.shape = pattern.shape
         self.values = nn.Parameter(values)
-        self._pattern = _Cache()
+        self._pattern = MatrixCache()
 
     def sparse(self, values: torch.Tensor | None = None) -> CSRMatrix:
         """The matrix with the learned values (or ``values``), differentiable."""
@@ -278,7 +242,7 @@ class IncompleteCholesky(Preconditioner):
 
     def __init__(self):
         super().__init__()
-        self._factor = _Cache()
+        self._factor = MatrixCache()
 
     def factor(self, A: CSRMatrix) -> CSRMatrix:
         """``L`` for ``A`` on ``A``'s device (cached per matrix, detached).

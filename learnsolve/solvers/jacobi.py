@@ -53,7 +53,8 @@ class Jacobi(IterativeSolver):
     >>> from learnsolve.problems import poisson_1d
     >>> from learnsolve.solvers import Jacobi
     >>> p = poisson_1d(16, dtype=torch.float64)
-    >>> solution = Jacobi(omega=2 / 3, maxiter=2000, rtol=1e-6)(p.A, torch.ones(16, dtype=torch.float64))
+    >>> b = torch.ones(16, dtype=torch.float64)
+    >>> solution = Jacobi(omega=2 / 3, maxiter=2000, rtol=1e-6)(p.A, b)
     >>> solution.status, solution.iterations < 2000
     ('converged', True)
     >>> Jacobi(omega=1.0, num_nodes=16).omega.shape
