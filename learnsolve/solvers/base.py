@@ -2,6 +2,7 @@
 preconditioner interface, and the checks of their operands."""
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass
 from typing import Callable
@@ -178,13 +179,18 @@ def residual_norm(r: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(r, dim=0)
 
 
-def status_of(norms: torch.Tensor, threshold: torch.Tensor, initial: torch.Tensor) -> str | None:
-    """"converged" or "diverged" from the latest residual norms, or None to go on."""
-    norms = norms.detach()
-    if not bool(torch.isfinite(norms).all()) or bool(
-            (norms > DIVERGENCE_FACTOR * initial.detach().clamp_min(1e-300)).any()):
-        return "diverged"
-    if bool((norms <= threshold.detach()).all()):
+def host_values(x: torch.Tensor) -> list[float]:
+    """The entries of a small tensor (a norm per column) as Python floats: one transfer."""
+    return x.detach().reshape(-1).tolist()
+
+
+def status_of(norms: list[float], threshold: list[float], initial: list[float]) -> str | None:
+    """"converged" or "diverged" from the latest residual norms (one per column, as
+    Python floats, with the columns' thresholds and initial norms), or None to go on."""
+    for norm, start in zip(norms, initial):
+        if not math.isfinite(norm) or norm > DIVERGENCE_FACTOR * max(start, 1e-300):
+            return "diverged"
+    if all(norm <= limit for norm, limit in zip(norms, threshold)):
         return "converged"
     return None
 

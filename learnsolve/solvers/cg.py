@@ -14,7 +14,7 @@ from ..core import validation as V
 from ..core.csr import CSRMatrix
 from ..linalg._checks import check_square
 from .base import (IterativeSolver, MatrixCache, Solution, as_preconditioner, check_system,
-                   matrix_of, residual_norm, status_of)
+                   host_values, matrix_of, residual_norm, status_of)
 from .implicit import implicit_solve
 
 __all__ = ["PCG", "check_spd", "pcg_loss"]
@@ -112,15 +112,13 @@ def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vecdot(u, v, dim=0)
 
 
-def _ratio(num: torch.Tensor, den: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """``num / den`` in the active columns, 0 in the frozen ones. The denominator
-    is replaced by 1 where frozen, so that neither the value nor the gradient of
-    the branch torch.where drops can be a 0/0."""
+def _ratio(num: torch.Tensor, den: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
+    """``num / den`` in the active columns, 0 in the frozen ones (``active`` None: all
+    are active). The denominator is replaced by 1 where frozen, so that neither the
+    value nor the gradient of the branch torch.where drops can be a 0/0."""
+    if active is None:
+        return num / den
     return torch.where(active, num / torch.where(active, den, torch.ones_like(den)), 0.0)
-
-
-def _first(mask: torch.Tensor) -> int:
-    return int(torch.nonzero(mask.reshape(-1))[0])
 
 
 class _Run:
@@ -141,7 +139,10 @@ class _Run:
         self.checkpointed = segment_length is not None
         self.segment_length = maxiter if segment_length is None else segment_length
         self.plans: list[tuple[int, int | None]] = []  # (first iteration, steps) per segment
-        self.masks: list[torch.Tensor] = []            # the active columns of each iteration
+        # The active columns of each iteration: as a bool tensor (None when all are),
+        # and as a list for the checks on the host.
+        self.masks: list[torch.Tensor | None] = []
+        self.active: list[list[bool]] = []
         self.iterations = 0
         self.status: str | None = None
         self.message = ""
@@ -161,17 +162,17 @@ class _Run:
         r = b if x0 is None else b - A @ x0
         b_norm = residual_norm(b)
         norm = residual_norm(r)
-        self.threshold = torch.clamp(self.rtol * b_norm.detach(), min=self.atol)
-        self.initial = norm.detach()
+        self.threshold = host_values(torch.clamp(self.rtol * b_norm.detach(), min=self.atol))
+        self.initial = host_values(norm)
         history = [norm.unsqueeze(0)]
-        self.status = status_of(norm, self.threshold, self.initial)
+        self.status = status_of(self.initial, self.threshold, self.initial)
         if self.status is None and self.maxiter == 0:
             self.status = "maxiter"
         if self.status is None:
             p = self.precondition(r)
             rz = _dot(r, p)
-            self.masks.append(norm.detach() > self.threshold)
-            self.broke(self.masks[0] & (rz <= 0), "r^T M r")
+            self.activate(self.initial, norm)
+            self.broke(rz, 0, "r^T M r")
         while self.status is None:
             self.plans.append((self.iterations, None))
             segment = (self.segment, len(self.plans) - 1, x, r, p, rz)
@@ -195,7 +196,7 @@ class _Run:
             if kind == 0:
                 Ap = self.A @ p
                 pAp = _dot(p, Ap)
-                if recording and self.broke(self.masks[i] & (pAp <= 0), "p^T A p"):
+                if recording and self.broke(pAp, i, "p^T A p"):
                     break
             elif kind == 1:
                 alpha = _ratio(rz, pAp, self.masks[i])
@@ -208,8 +209,8 @@ class _Run:
                 z = self.precondition(r)
                 rz_next = _dot(r, z)
                 if recording:
-                    self.masks.append(norms[-1].detach() > self.threshold)
-                    if self.broke(self.masks[i + 1] & (rz_next <= 0), "r^T M r"):
+                    self.activate(self.last, norms[-1])
+                    if self.broke(rz_next, i + 1, "r^T M r"):
                         break
             else:
                 p = torch.addcmul(z, _ratio(rz_next, rz, self.masks[i + 1]), p)
@@ -224,17 +225,27 @@ class _Run:
         self.iterations += 1
         if self.callback is not None:
             self.callback(x.detach())
-        self.status = status_of(norm, self.threshold, self.initial)
+        self.last = host_values(norm)
+        self.status = status_of(self.last, self.threshold, self.initial)
         if self.status is None and self.iterations == self.maxiter:
             self.status = "maxiter"
         return self.status is not None
 
-    def broke(self, bad: torch.Tensor, quantity: str) -> bool:
-        """Stop with "breakdown" if an active column has ``quantity <= 0``."""
-        if not bool(bad.any()):
+    def activate(self, norms: list[float], norm: torch.Tensor) -> None:
+        """Record the columns still active (not converged) for the next iteration."""
+        active = [value > limit for value, limit in zip(norms, self.threshold)]
+        self.active.append(active)
+        self.masks.append(None if all(active) else
+                          norm.detach() > norm.new_tensor(self.threshold).reshape(norm.shape))
+
+    def broke(self, value: torch.Tensor, i: int, quantity: str) -> bool:
+        """Stop with "breakdown" if an active column of iteration ``i`` has ``quantity``
+        (its ``value``) ``<= 0``."""
+        bad = [active and v <= 0 for active, v in zip(self.active[i], host_values(value))]
+        if not any(bad):
             return False
         self.status = "breakdown"
-        column = f" in column {_first(bad)}" if bad.dim() else ""
+        column = f" in column {bad.index(True)}" if value.dim() else ""
         culprit = "A" if quantity == "p^T A p" else "the preconditioner M"
         self.message = (f"breakdown after {self.iterations} iterations: {quantity} <= 0{column}, "
                         f"{culprit} is not positive definite; x is the last iterate before it")

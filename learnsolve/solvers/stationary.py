@@ -6,7 +6,8 @@ from typing import Callable
 
 import torch
 
-from .base import IterativeSolver, Solution, check_system, residual_norm, status_of
+from .base import (IterativeSolver, Solution, check_system, host_values, residual_norm,
+                   status_of)
 
 __all__ = ["iterate", "check_diagonal"]
 
@@ -36,9 +37,10 @@ def iterate(solver: IterativeSolver, A, b, x0, step: Step) -> Solution:
     x = torch.zeros_like(b) if x0 is None else x0
     r = b - A @ x if x0 is not None else b
     b_norm = residual_norm(b)
-    threshold = solver.threshold(b_norm)
+    threshold = host_values(solver.threshold(b_norm))
     norms = [residual_norm(r)]
-    status = status_of(norms[0], threshold, norms[0])
+    initial = host_values(norms[0])
+    status = status_of(initial, threshold, initial)
     state = None
     iterations = 0
     while status is None and iterations < solver.maxiter:
@@ -48,7 +50,7 @@ def iterate(solver: IterativeSolver, A, b, x0, step: Step) -> Solution:
         norms.append(residual_norm(r))
         if solver.callback is not None:
             solver.callback(x)
-        status = status_of(norms[-1], threshold, norms[0])
+        status = status_of(host_values(norms[-1]), threshold, initial)
     status = status or "maxiter"
     messages = {"converged": f"converged in {iterations} iterations",
                 "maxiter": f"not converged after maxiter = {solver.maxiter} iterations",
