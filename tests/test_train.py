@@ -14,7 +14,8 @@ from torch import nn
 from cases import DEVICES
 from learnsolve.callbacks import Callback, EarlyStopping, LRScheduler
 from learnsolve.problems import Problem, ProblemSet, poisson_1d, poisson_2d
-from learnsolve.train import Evaluation, History, Trainer
+from learnsolve.evaluation import Evaluation
+from learnsolve.train import History, Trainer
 
 F64 = torch.float64
 

@@ -1,0 +1,232 @@
+"""PCG with a preconditioner next to the classical ones: iterations, residual
+histories, tables and plots (what :meth:`learnsolve.Trainer.evaluate` reports)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .problems.problem import Problem, ProblemSet, check_count
+
+__all__ = ["BASELINES", "Evaluation", "EvaluationRow", "baseline", "compare_preconditioners"]
+
+#: The classical preconditioners compared with, by name.
+BASELINES = ("none", "jacobi", "ic0", "amg")
+
+#: Legend labels of the methods in the plots.
+LABELS = {"trained": "trained", "none": "no preconditioner", "jacobi": "Jacobi",
+          "ic0": "IC(0)", "amg": "AMG (smoothed aggregation)"}
+
+
+def as_problems(problems, name: str) -> Sequence[Problem]:
+    """A Problem, a sequence of Problems or a ProblemSet as a non-empty sequence."""
+    if isinstance(problems, Problem):
+        problems = [problems]
+    elif isinstance(problems, Sequence) and not isinstance(problems, (str, ProblemSet)):
+        problems = list(problems)
+        for i, problem in enumerate(problems):
+            if not isinstance(problem, Problem):
+                raise TypeError(f"{name}[{i}]: expected a learnsolve.problems.Problem, got "
+                                f"{type(problem).__name__}")
+    elif not isinstance(problems, ProblemSet):
+        raise TypeError(f"{name}: expected a Problem, a sequence of Problems or a "
+                        f"ProblemSet, got {type(problems).__name__}")
+    if len(problems) == 0:
+        raise ValueError(f"{name}: expected at least one problem, got none")
+    return problems
+
+
+@dataclass
+class EvaluationRow:
+    """One PCG solve of :func:`compare_preconditioners`.
+
+    ``iterations`` is None when the solve could not start (a preconditioner
+    that broke down in its setup: ``status == "breakdown"``, the reason in
+    ``message``). ``residuals`` is the relative residual history (the worst
+    column for a block right-hand side); ``index`` the problem's position
+    among those evaluated.
+    """
+
+    problem: str
+    n: int
+    method: str
+    iterations: int | None
+    converged: bool
+    relative_residual: float
+    time: float
+    status: str
+    message: str = ""
+    residuals: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    index: int = 0
+
+
+class Evaluation(Sequence):
+    """The rows of :func:`compare_preconditioners`: a sequence of :class:`EvaluationRow`.
+
+    ``str(evaluation)`` is a text table, :meth:`to_markdown` a markdown one,
+    :meth:`plot` the residual histories of one problem.
+    """
+
+    COLUMNS = ("problem", "n", "method", "iterations", "converged", "relative residual",
+               "time (s)", "status")
+
+    def __init__(self, rows: Sequence[EvaluationRow], rtol: float):
+        self.rows = list(rows)
+        self.rtol = rtol
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
+    def cells(self) -> list[list[str]]:
+        """The table as strings, one list per row (without the header)."""
+        return [[row.problem, str(row.n), row.method,
+                 "-" if row.iterations is None else str(row.iterations),
+                 "yes" if row.converged else "no",
+                 "-" if math.isnan(row.relative_residual) else f"{row.relative_residual:.2e}",
+                 f"{row.time:.3g}", row.status] for row in self.rows]
+
+    def __str__(self) -> str:
+        table = [list(self.COLUMNS)] + self.cells()
+        widths = [max(len(line[i]) for line in table) for i in range(len(self.COLUMNS))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+                 for line in table]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Evaluation({len(self.rows)} solves, rtol={self.rtol:g})"
+
+    def to_markdown(self) -> str:
+        """The table in markdown."""
+        lines = ["| " + " | ".join(self.COLUMNS) + " |",
+                 "|" + "|".join("---" for _ in self.COLUMNS) + "|"]
+        lines += ["| " + " | ".join(line) + " |" for line in self.cells()]
+        return "\n".join(lines)
+
+    def plot(self, problem: int | str = 0, *, ax=None):
+        """The relative residual against the iteration (semilogy), one line per method.
+
+        ``problem`` is the position of a problem among those evaluated, or
+        its name (the first problem of that name). A solve that could not
+        start has no line. Draws on ``ax`` if given; returns the figure.
+        """
+        names = {row.problem: row.index for row in reversed(self.rows)}
+        index = names.get(problem) if isinstance(problem, str) else problem
+        rows = [row for row in self.rows if row.index == index]
+        if not rows:
+            raise ValueError(f"problem: expected a position below "
+                             f"{len({row.index for row in self.rows})} or one of {sorted(names)}, "
+                             f"got {problem!r}")
+        if ax is None:
+            from matplotlib.figure import Figure
+            fig = Figure(figsize=(6, 4), layout="constrained")
+            ax = fig.add_subplot()
+        for row in rows:
+            if row.residuals.size:
+                ax.semilogy(np.arange(row.residuals.size), row.residuals,
+                            label=LABELS.get(row.method, row.method))
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(r"relative residual $\|r\| / \|b\|$")
+        ax.set_title(f"PCG on {rows[0].problem} (n = {rows[0].n}), rtol = {self.rtol:g}")
+        if ax.lines:
+            ax.legend()
+        return ax.figure
+
+
+def baseline(name: str):
+    """The preconditioner of a baseline, by name (``"none"``: None)."""
+    if name == "none":
+        return None
+    if name == "jacobi":
+        from .solvers.jacobi import Jacobi
+        return Jacobi(omega=1.0, learnable=False)
+    if name == "ic0":
+        from .solvers.factor import IncompleteCholesky
+        return IncompleteCholesky()
+    from .solvers.amg import AMG
+    return AMG()
+
+
+def _solve(solver, problem: Problem, b: torch.Tensor, method: str, name: str, index: int
+           ) -> EvaluationRow:
+    """One timed PCG solve; a breakdown in the preconditioner's setup is a row, not a crash."""
+    sync = torch.cuda.synchronize if b.is_cuda else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    try:
+        solution = solver(problem.A, b)
+    except torch.linalg.LinAlgError as error:
+        return EvaluationRow(name, problem.num_nodes, method, None, False, math.nan,
+                             time.perf_counter() - start, "breakdown", str(error), index=index)
+    sync()
+    elapsed = time.perf_counter() - start
+    relative = solution.relative_residuals.detach()
+    if relative.dim() == 2:
+        relative = relative.max(dim=1).values
+    relative = relative.cpu().double().numpy()
+    return EvaluationRow(name, problem.num_nodes, method, solution.iterations,
+                         solution.converged, float(relative[-1]), elapsed, solution.status,
+                         solution.message, relative, index)
+
+
+@torch.no_grad()
+def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None = None,
+                            baselines: Sequence[str] = BASELINES) -> Evaluation:
+    """PCG iterations to reach ``rtol`` with the preconditioner ``M`` and the baselines.
+
+    Parameters
+    ----------
+    M : Preconditioner, CSRMatrix or callable
+        The preconditioner under test (any ``M`` that :class:`~learnsolve.solvers.PCG`
+        takes), reported as the method ``"trained"``.
+    problems : Problem, sequence of Problems or ProblemSet
+        Each is solved for its fixed ``b``, or for one random ``b`` seeded
+        with the problem's seed.
+    rtol : float
+        The relative residual to reach.
+    maxiter : int, optional
+        Default ``10 n`` (scipy's).
+    baselines : sequence of {"none", "jacobi", "ic0", "amg"}
+        No preconditioner, Jacobi ``M = D^{-1}``, incomplete Cholesky
+        IC(0), pyamg smoothed aggregation (one V-cycle).
+
+    Returns
+    -------
+    Evaluation
+        One row per problem and method. A method whose setup breaks down
+        (``torch.linalg.LinAlgError``, e.g. IC(0) on a matrix that is not an
+        M-matrix) or that does not converge is reported as such in its row.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from learnsolve.evaluation import compare_preconditioners
+    >>> from learnsolve.problems import poisson_2d
+    >>> from learnsolve.solvers import IncompleteCholesky
+    >>> rows = compare_preconditioners(IncompleteCholesky(), poisson_2d(16, dtype=torch.float64),
+    ...                                baselines=("none",))
+    >>> [(row.method, row.iterations) for row in rows]
+    [('trained', 16), ('none', 43)]
+    """
+    from .solvers.cg import PCG
+    baselines = tuple(baselines)
+    for name in baselines:
+        if name not in BASELINES:
+            raise ValueError(f"baselines: expected names among {BASELINES}, got {name!r}")
+    if maxiter is not None:
+        maxiter = check_count(maxiter, "maxiter")
+    rows = []
+    for index, problem in enumerate(as_problems(problems, "problems")):
+        b = problem.b if problem.b is not None else problem.random_rhs(seed=problem.seed)
+        for method in ("trained",) + baselines:
+            preconditioner = M if method == "trained" else baseline(method)
+            rows.append(_solve(PCG(M=preconditioner, rtol=rtol, maxiter=maxiter), problem, b,
+                               method, problem.name or f"problem {index}", index))
+    return Evaluation(rows, rtol)
