@@ -239,6 +239,17 @@ def test_ic0_cache():
     assert_close(model.factor(B).values, L.values, torch.float64)
 
 
+def test_ic0_cache_never_trusts_an_inference_tensor():
+    """Inference tensors have no version counter: an in-place change cannot be seen,
+    so their factor is never reused."""
+    with torch.inference_mode():
+        A = ls.CSRMatrix.from_scipy(_m_matrix(12, 0.3, 3))
+        model = IncompleteCholesky()
+        L = model.factor(A).values.clone()
+        A.values.mul_(4.0)
+        assert_close(model.factor(A).values, 2.0 * L, torch.float64)
+
+
 def test_ic0_breakdown_and_errors():
     indefinite = ls.CSRMatrix.from_dense(torch.tensor([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0],
                                                        [0.0, 0.0, 1.0]], dtype=torch.float64))

@@ -196,11 +196,13 @@ def status_of(norms: list[float], threshold: list[float], initial: list[float]) 
 
 
 def _version(obj) -> int | None:
-    """A tensor's version counter (bumped by in-place changes); None for other objects
-    and for inference tensors, which have none."""
-    if isinstance(obj, torch.Tensor) and not obj.is_inference():
-        return obj._version
-    return None
+    """What a cached value of ``obj`` depends on: a tensor's version counter (bumped by
+    in-place changes), 0 for other objects (immutable, as a Pattern), None for an
+    inference tensor, which has no version counter and so can never be trusted
+    unchanged."""
+    if isinstance(obj, torch.Tensor):
+        return None if obj.is_inference() else obj._version
+    return 0
 
 
 class MatrixCache:
@@ -208,7 +210,9 @@ class MatrixCache:
     for a tensor, changed in place.
 
     The objects are held weakly (the cache keeps nothing alive) and compared by
-    identity and version counter. A copy or a pickle starts empty.
+    identity and version counter; an inference tensor, whose in-place changes
+    cannot be seen, is never taken as unchanged. A copy or a pickle starts
+    empty.
     """
 
     def __init__(self):
@@ -220,7 +224,7 @@ class MatrixCache:
 
     def get(self, objects: tuple, compute: Callable):
         fresh = len(self._key) == len(objects) and all(
-            ref() is obj and version == _version(obj)
+            ref() is obj and version is not None and version == _version(obj)
             for (ref, version), obj in zip(self._key, objects))
         if not fresh:
             self._value = compute()

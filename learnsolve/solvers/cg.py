@@ -101,9 +101,6 @@ def _check_spd_once(A: CSRMatrix) -> None:
     """:func:`check_spd`, skipped for a matrix that passed it with the same pattern
     and values (the same tensor, not changed in place since): a training loop
     solves with the same A at every step. The record is one slot on the pattern."""
-    if A.values.is_inference():  # no version counter: check every time
-        check_spd(A)
-        return
     A._pattern.cached("check_spd", MatrixCache).get((A.values,), lambda: check_spd(A))
 
 
