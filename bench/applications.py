@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
 import time
 from typing import Callable
@@ -55,7 +54,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ops import NOT_RUN, format_time, machine_info, markdown_table, text_table  # noqa: E402
+from ops import (NOT_RUN, Case, Timing, format_time, machine_info, markdown_table,  # noqa: E402
+                 text_table)
 
 import learnsolve as ls  # noqa: E402
 from learnsolve.problems import poisson_1d, poisson_2d  # noqa: E402
@@ -209,22 +209,6 @@ def sizes(kind: str, quick: bool, largest: int) -> list[int]:
     return [m * m for m in (8, 16, 32, 64, 128, 256, 512, 1024, 2048) if m * m <= top]
 
 
-def median_epoch(make: Callable[[int, object], Epoch], n: int, device, sync, budget: float
-                 ) -> float:
-    epoch = make(n, device)
-    epoch()  # warm-up: caches (transposes, product patterns) filled here
-    times = []
-    while len(times) < 3 or (sum(times) < budget and len(times) < 20):
-        sync()
-        start = time.perf_counter()
-        epoch()
-        sync()
-        times.append(time.perf_counter() - start)
-        if times[-1] > budget:
-            break
-    return statistics.median(times)
-
-
 def slope(ns: list[int], times: list) -> str:
     points = [(math.log(n), math.log(t)) for n, t in zip(ns, times)
               if isinstance(t, float) and n >= 4096]
@@ -234,18 +218,18 @@ def slope(ns: list[int], times: list) -> str:
     return f"{np.polyfit(x, y, 1)[0]:.2f}"
 
 
-def run(name: str, args, sync) -> tuple[str, list[int], list, list]:
+def run(name: str, args, timing: Timing) -> tuple[str, list[int], list, list]:
     title, kind, sparse, dense, matrices = APPLICATIONS[name]
     ns = sizes(kind, args.quick, args.largest)
     sparse_times, dense_times = [], []
     dense_open, reason = True, ""
     for n in ns:
-        sparse_times.append(median_epoch(sparse, n, args.device, sync, args.budget))
+        sparse_times.append(timing.forward(Case(sparse(n, args.device))))
         need = matrices * n * n * 8 / 2 ** 30
         if dense_open and need > args.dense_memory:
             dense_open, reason = False, f"dense stopped at N = {n}: {need:.1f} GiB of matrices"
         if dense_open:
-            dense_times.append(median_epoch(dense, n, args.device, sync, args.budget))
+            dense_times.append(timing.forward(Case(dense(n, args.device))))
             if dense_times[-1] > args.dense_budget:
                 dense_open = False
                 reason = (f"dense stopped after N = {n}: {format_time(dense_times[-1])} an "
@@ -308,6 +292,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    timing = Timing(sync, budget=args.budget, max_reps=20)
     info = machine_info(args.device)
     print("\n".join(info), end="\n\n")
     markdown = ["# learnsolve applications: one training epoch, sparse against dense", "",
@@ -316,7 +301,7 @@ def main(argv=None) -> None:
                 "See `bench/applications.py` for what each application computes."]
     results = {}
     for name in args.only or APPLICATIONS:
-        reason, ns, sparse_times, dense_times = results[name] = run(name, args, sync)
+        reason, ns, sparse_times, dense_times = results[name] = run(name, args, timing)
         header, rows = table(ns, sparse_times, dense_times)
         heading = (f"{APPLICATIONS[name][0]}: slope of the sparse time (N >= 4096) "
                    f"{slope(ns, sparse_times)}")
