@@ -44,7 +44,7 @@ from ..core.csr import CSRMatrix
 from ..core.pattern import Pattern
 from .problem import Problem, check_count
 
-__all__ = ["Partition", "partition", "adjacency"]
+__all__ = ["Partition", "LocalStructure", "partition", "adjacency"]
 
 
 # ---------------------------------------------------------------------------- graph helpers
@@ -291,6 +291,14 @@ class Partition:
         found once per pattern of ``A`` (with scipy, vectorised over the
         subdomains) and cached on the partition.
         """
+        structure = self.local_structure(A)
+        values = torch.split(A.values[structure.positions], structure.counts)
+        return [CSRMatrix._from_pattern(pattern, v)
+                for pattern, v in zip(structure.patterns, values)]
+
+    def local_structure(self, A: CSRMatrix) -> "LocalStructure":
+        """Where the local matrices ``A_i`` lie in ``A`` (see :class:`LocalStructure`),
+        computed once per pattern of ``A`` and cached on the partition."""
         if not isinstance(A, CSRMatrix):
             raise TypeError(f"A: expected a CSRMatrix, got {type(A).__name__}")
         if A.shape != (self.num_nodes, self.num_nodes):
@@ -299,9 +307,7 @@ class Partition:
         structure = self._local_structure.get(A._pattern)
         if structure is None:
             structure = self._local_structure[A._pattern] = _local_structure(self, A)
-        patterns, positions, counts = structure
-        values = torch.split(A.values[positions], counts)
-        return [CSRMatrix._from_pattern(pattern, v) for pattern, v in zip(patterns, values)]
+        return structure
 
     def to(self, device) -> "Partition":
         """A copy with its tensors on ``device`` (``self`` if they are there already)."""
@@ -343,10 +349,32 @@ class Partition:
         return _grow(G, membership.astype(np.int64), num_parts, overlap).to(_device_of(A))
 
 
-def _local_structure(P: Partition, A: CSRMatrix):
-    """``(patterns of the A_i, positions of their entries in A's values, entries per A_i)``.
+@dataclass(frozen=True)
+class LocalStructure:
+    """The local matrices ``A_i = R_i A R_i^T`` of a partition stacked into one
+    block-diagonal matrix ``diag(A_1, ..., A_S)``, as positions in ``A``.
 
-    One product ``R ids R^T`` for all subdomains at once, with ``R`` stacking
+    Attributes
+    ----------
+    stacked : Pattern
+        The pattern of the block-diagonal matrix, of order ``sum(|D_i^delta|)``.
+    positions : Tensor (int64)
+        For each of its entries, the position of that entry in ``A.values``:
+        ``A.values[positions]`` are its values.
+    patterns : list of Pattern
+        The pattern of each block ``A_i``.
+    counts : list of int
+        The entries of each block.
+    """
+
+    stacked: Pattern
+    positions: torch.Tensor
+    patterns: list
+    counts: list
+
+
+def _local_structure(P: Partition, A: CSRMatrix) -> LocalStructure:
+    """One product ``R ids R^T`` for all subdomains at once, with ``R`` stacking
     the restrictions ``R_i`` and ``ids`` the matrix of A's pattern whose values
     are the entries' positions + 1 (each entry of the product is a single
     term, never a cancelled sum); the entries between two subdomains are
@@ -373,8 +401,9 @@ def _local_structure(P: Partition, A: CSRMatrix):
         crow = indptr[offset:offset + size + 1] - starts[i]
         entries = col[starts[i]:starts[i + 1]] - offset
         patterns.append(Pattern(crow.to(A.device), entries.to(A.device), (size, size)))
+    stacked = Pattern(indptr.to(A.device), col.to(A.device), local.shape)
     positions = torch.from_numpy(local.data - 1).to(A.device)
-    return patterns, positions, (starts[1:] - starts[:-1]).tolist()
+    return LocalStructure(stacked, positions, patterns, (starts[1:] - starts[:-1]).tolist())
 
 
 def _grow(G: sp.csr_array, membership: np.ndarray, num_parts: int, overlap: int) -> Partition:
