@@ -116,15 +116,20 @@ class Preconditioner(nn.Module):
         raise NotImplementedError
 
 
-def as_preconditioner(M, A: CSRMatrix) -> Apply | None:
+def as_preconditioner(M, A: CSRMatrix, *, symmetric: bool = False) -> Apply | None:
     """The map ``r -> M r`` for the ``M`` argument of a solver.
 
     ``M`` may be None (no preconditioner: returns None), a module or object
     with ``setup(A)`` (a :class:`Preconditioner`), a CSRMatrix (applied as a
-    sparse product) or a callable ``r -> M r``.
+    sparse product) or a callable ``r -> M r``. With ``symmetric=True`` (a
+    Krylov method that needs a symmetric ``M``, as CG) an object that also
+    has ``setup_symmetric(A)`` (a nonsymmetric preconditioner with a
+    symmetric variant, as restricted additive Schwarz) gives that one.
     """
     if M is None:
         return None
+    if symmetric and hasattr(M, "setup_symmetric"):
+        return M.setup_symmetric(A)
     if hasattr(M, "setup"):
         return M.setup(A)
     if isinstance(M, CSRMatrix):

@@ -281,7 +281,9 @@ class PCG(IterativeSolver):
     ----------
     M : None, Preconditioner, CSRMatrix or callable, optional
         The preconditioner, an SPD approximation of ``A^{-1}`` (see
-        :func:`~learnsolve.solvers.base.as_preconditioner`). A module is a
+        :func:`~learnsolve.solvers.base.as_preconditioner`; one with a
+        symmetric variant, ``setup_symmetric(A)``, is applied through it, as
+        :class:`RAS` is as additive Schwarz). A module is a
         submodule: its parameters are this solver's, so
         ``torch.optim.Adam(pcg.parameters())`` trains it.
     maxiter : int, optional
@@ -385,14 +387,15 @@ class PCG(IterativeSolver):
             if self.differentiation == "checkpoint" and torch.is_grad_enabled():
                 segments = self.checkpoint_segments or max(math.ceil(math.sqrt(maxiter)), 1)
                 segment = max(-(-maxiter // segments), 1)
-            run = _Run(A, as_preconditioner(self.M, A), *settings, self.callback, segment)
+            apply_M = as_preconditioner(self.M, A, symmetric=True)
+            run = _Run(A, apply_M, *settings, self.callback, segment)
             return run.solve(b, x0)
         if torch.is_grad_enabled() and _trainable(self.M):
             raise ValueError("M: implicit differentiation gives no gradient to the "
                              "preconditioner, whose parameters require grad; use "
                              "differentiation='unrolled' or 'checkpoint' to train it")
         with torch.no_grad():
-            apply_M = as_preconditioner(self.M, A)
+            apply_M = as_preconditioner(self.M, A, symmetric=True)
         matrix = A.detach()
         run = _Run(matrix, apply_M, *settings, self.callback)
         adjoint = _Run(matrix, apply_M, *settings)
