@@ -1,0 +1,332 @@
+"""Restarted GMRES with right preconditioning, for nonsymmetric matrices and
+preconditioners; vectorised over a block of right-hand sides, differentiable by
+unrolling."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ..core import validation as V
+from ..core.csr import CSRMatrix
+from .base import (IterativeSolver, Solution, as_preconditioner, check_system, host_values,
+                   residual_norm, status_of)
+
+__all__ = ["GMRES"]
+
+
+def _cgs2(w: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classical Gram-Schmidt twice: ``w`` (k, n) made orthogonal to the basis
+    ``Q`` (k, j, n), orthonormal per column. Returns the coefficients ``h``
+    (k, j) of ``w`` in the basis and the projected ``w`` (k, n)."""
+    w = w.unsqueeze(1)                          # rows (k, 1, n): the products take the
+    h1 = torch.bmm(w, Q.mT)                     # batched BLAS path (Q w is ~6x slower)
+    w = torch.baddbmm(w, h1, Q, alpha=-1)
+    h2 = torch.bmm(w, Q.mT)
+    w = torch.baddbmm(w, h2, Q, alpha=-1)
+    return (h1 + h2).squeeze(1), w.squeeze(1)
+
+
+def _cgs2_stacked(w: torch.Tensor, *vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return _cgs2(w, torch.stack(vectors, dim=1))
+
+
+class _Vectors:
+    """The vectors (k, n) of a cycle, at most ``capacity``: written into one
+    buffer (k, capacity, n) while none needs a gradient, so that using them as
+    a block copies nothing; kept as a list, and stacked by copying, from the
+    first that does (a buffer written in place cannot be in an autograd graph)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.items: list[torch.Tensor] = []
+        self.buffer: torch.Tensor | None = None
+        self.viewed = True
+
+    def append(self, v: torch.Tensor) -> None:
+        self.viewed = self.viewed and not v.requires_grad
+        if self.viewed:
+            if self.buffer is None:
+                self.buffer = v.new_empty(v.shape[0], self.capacity, v.shape[1])
+            self.buffer[:, len(self.items)] = v
+            v = self.buffer[:, len(self.items)]
+        self.items.append(v)
+
+    def stacked(self, count: int) -> torch.Tensor:
+        """The first ``count`` vectors, (k, count, n)."""
+        return self.buffer[:, :count] if self.viewed else torch.stack(self.items[:count], dim=1)
+
+    def orthogonalize(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`_cgs2` against all the vectors; under autograd checkpointed, so that
+        the stacked basis is not kept for the backward of every step (it is rebuilt
+        there): the graph holds O(n k) per step, not O(j n k)."""
+        if torch.is_grad_enabled() and (w.requires_grad or not self.viewed):
+            return checkpoint(_cgs2_stacked, w, *self.items, use_reentrant=False)
+        return _cgs2(w, self.stacked(len(self.items)))
+
+
+class _Run:
+    """One GMRES solve. Vectors are kept as blocks ``(k, n)``, one row per
+    right-hand side, so that the products with the basis are batched over the
+    columns; they are shaped like ``b`` to meet ``A``, ``M`` and the callback."""
+
+    def __init__(self, A: CSRMatrix, apply_M, restart: int, maxiter: int, rtol: float,
+                 atol: float, callback, block: bool):
+        self.A, self.apply_M, self.restart, self.maxiter = A, apply_M, restart, maxiter
+        self.rtol, self.atol, self.callback, self.block = rtol, atol, callback, block
+        self.eps = torch.finfo(A.dtype).eps
+        self.iterations = 0
+        self.broke: int | None = None      # the column whose Hessenberg matrix is singular
+
+    def outside(self, v: torch.Tensor) -> torch.Tensor:
+        """(k, n) -> the shape of b."""
+        return v.mT if self.block else v[0]
+
+    def inside(self, u: torch.Tensor) -> torch.Tensor:
+        """The shape of b -> (k, n)."""
+        return u.mT if self.block else u.unsqueeze(0)
+
+    def precondition(self, v: torch.Tensor) -> torch.Tensor:
+        r = self.outside(v)
+        z = self.apply_M(r)
+        if not isinstance(z, torch.Tensor) or z.shape != r.shape:
+            got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"M: expected M r shaped like r {tuple(r.shape)}, got {got}")
+        return self.inside(z)
+
+    def solve(self, b: torch.Tensor, x0: torch.Tensor | None) -> Solution:
+        x = torch.zeros_like(b) if x0 is None else x0.clone()
+        r = b if x0 is None else b - self.A @ x0
+        b_norm = residual_norm(b)
+        # A column has converged below its limit; a happy breakdown sets it to inf.
+        self.limit = torch.clamp(self.rtol * b_norm.detach(), min=self.atol).reshape(-1)
+        self.limits = host_values(self.limit)
+        norm = residual_norm(r)
+        history = [norm.reshape(-1)]
+        self.initial = host_values(norm)
+        status = status_of(self.initial, self.limits, self.initial)
+        while status is None and self.iterations < self.maxiter:
+            x, r = self.cycle(b, x, r, history)
+            status = status_of(host_values(history[-1]), self.limits, self.initial)
+            if status is None and self.broke is not None:
+                status = "breakdown"
+        status = status or "maxiter"
+        residuals = torch.stack(history)
+        if not self.block:
+            residuals = residuals[:, 0]
+        return Solution(x, residuals, b_norm, self.iterations, status,
+                        self.describe(status, residuals[-1], b_norm))
+
+    def cycle(self, b: torch.Tensor, x: torch.Tensor, r: torch.Tensor,
+              history: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Arnoldi steps from the residual ``r`` of ``x`` until the restart, the
+        tolerance (estimated), maxiter or a breakdown; returns the new ``x`` and
+        its residual, whose norm replaces the last estimate in ``history``."""
+        r = self.inside(r)
+        k, n = r.shape
+        m = min(self.restart, n, self.maxiter - self.iterations)
+        eye = torch.eye(m + 1, dtype=r.dtype, device=r.device)
+        beta = torch.linalg.vector_norm(r, dim=1)
+        active = beta > self.limit
+        basis = _Vectors(m + 1)
+        basis.append(torch.where(active[:, None], r / torch.where(active, beta, 1.0)[:, None],
+                                 0.0))
+        zs = basis if self.apply_M is None else _Vectors(m)
+        # Q = rows + [q]: the product of the Givens rotations so far, (j + 1) x (j + 1)
+        # per column; g = beta Q e_1 is the right-hand side of the triangular system.
+        rows: list[torch.Tensor] = []
+        q = eye[0].expand(k, m + 1)
+        columns: list[torch.Tensor] = []     # of R, each padded to m rows
+        for j in range(m):
+            v = basis.items[j]
+            z = v if self.apply_M is None else self.precondition(v)
+            if self.apply_M is not None:
+                zs.append(z)
+            w = self.inside(self.A @ self.outside(z))
+            h0 = torch.linalg.vector_norm(w, dim=1)
+            h, w = basis.orthogonalize(w)
+            h_next = torch.linalg.vector_norm(w, dim=1)
+            happy = h_next <= self.eps * h0              # A M v_j in the space: exact
+            h_next = torch.where(happy, 0.0, h_next)
+            extend = active & ~happy
+            basis.append(torch.where(extend[:, None],
+                                     w / torch.where(extend, h_next, 1.0)[:, None], 0.0))
+            # The new column of H through the rotations so far, then its own rotation.
+            rotated = torch.bmm(torch.stack(rows + [q], dim=1)[:, :, :j + 1],
+                                h.unsqueeze(-1)).squeeze(-1)
+            a = rotated[:, j]
+            nonzero = (a != 0) | (h_next != 0)
+            rho = torch.hypot(torch.where(nonzero, a, 1.0), h_next)   # never 0: no 0/0
+            take = active & nonzero
+            solved = take & happy                        # a happy breakdown, not a singular one
+            # A frozen column (or a singular step) gets a unit column of R and
+            # g_j = 0, so y_j = 0; its residual estimate is carried on.
+            c = torch.where(take, a / rho, 0.0)
+            s = torch.where(take, h_next / rho, -1.0)
+            column = torch.cat([rotated[:, :j], rho[:, None]], dim=1)
+            columns.append(F.pad(torch.where(take[:, None], column, eye[j, :j + 1]),
+                                 (0, m - j - 1)))
+            rows.append(c[:, None] * q + s[:, None] * eye[j + 1])
+            q = c[:, None] * eye[j + 1] - s[:, None] * q
+            estimate = beta * q[:, 0].abs()
+            history.append(estimate)
+            self.iterations += 1
+            flags = host_values(torch.stack([estimate.detach(), solved.to(r.dtype),
+                                             (active & ~nonzero).to(r.dtype)]))
+            norms, solved_now, singular = flags[:k], flags[k:2 * k], flags[2 * k:]
+            self.limits = [math.inf if flag else limit
+                           for flag, limit in zip(solved_now, self.limits)]
+            self.limit = torch.where(solved, math.inf, self.limit)
+            if self.callback is not None:
+                self.callback(self.update(x, beta, zs, rows, columns).detach())
+            if any(singular):
+                self.broke = singular.index(1.0)
+                break
+            if status_of(norms, self.limits, self.initial) is not None:
+                break
+            active = estimate.detach() > self.limit
+        x = self.update(x, beta, zs, rows, columns)
+        r = b - self.A @ x
+        history[-1] = residual_norm(r).reshape(-1)
+        return x, r
+
+    def update(self, x: torch.Tensor, beta: torch.Tensor, zs: _Vectors,
+               rows: list[torch.Tensor], columns: list[torch.Tensor]) -> torch.Tensor:
+        """``x + Z y`` with ``R y = g`` over the steps of the cycle so far."""
+        steps = len(columns)
+        R = torch.stack(columns, dim=2)[:, :steps]                       # (k, steps, steps)
+        g = beta[:, None] * torch.stack(rows, dim=1)[:, :, 0]            # (k, steps)
+        y = torch.linalg.solve_triangular(R, g.unsqueeze(-1), upper=True)
+        return x + self.outside(torch.bmm(y.mT, zs.stacked(steps)).squeeze(1))
+
+    def describe(self, status: str, last: torch.Tensor, b_norm: torch.Tensor) -> str:
+        if status == "converged":
+            return f"converged in {self.iterations} iterations"
+        if status == "breakdown":
+            column = f" in column {self.broke}" if self.block else ""
+            return (f"breakdown after {self.iterations} iterations: the Hessenberg matrix is "
+                    f"singular{column} (A, or A M, is singular); x is the last iterate before it")
+        if status == "diverged":
+            return (f"diverged at iteration {self.iterations} (residual not finite or 1e8 times "
+                    f"the initial one)")
+        relative = last.detach() / torch.where(b_norm > 0, b_norm, 1.0).detach()
+        return (f"not converged after maxiter = {self.maxiter} iterations (largest relative "
+                f"residual {float(relative.max()):.3e})")
+
+
+class GMRES(IterativeSolver):
+    """Restarted GMRES(m) with right preconditioning, for any nonsingular A.
+
+    Solves ``A x = b`` for ``b`` of shape ``(n,)``, or for ``k`` right-hand
+    sides at once, ``b`` of shape ``(n, k)``: every column has its own Krylov
+    space, and the sparse products, the orthogonalisation and the small
+    least-squares problems are batched over the columns. A column whose
+    residual meets the tolerance is frozen while the others go on.
+
+    Parameters
+    ----------
+    M : None, Preconditioner, CSRMatrix or callable, optional
+        The preconditioner, an approximation of ``A^{-1}``, which need not be
+        symmetric (see :func:`~learnsolve.solvers.base.as_preconditioner`;
+        ``setup(A)`` is called once per solve). A module is a submodule: its
+        parameters are this solver's.
+    restart : int
+        ``m``, the Arnoldi steps of a cycle before restarting (at most ``n``
+        are taken).
+    maxiter : int, optional
+        Most Arnoldi steps (products with A) over all cycles; None means
+        ``10 n`` at solve time.
+    rtol, atol : float
+        A column has converged when ``||b - A x|| <= max(rtol ||b||, atol)``.
+    callback : callable, optional
+        ``callback(x)`` after each Arnoldi step, with the detached iterate
+        shaped like ``b`` (formed only when a callback is given).
+
+    Notes
+    -----
+    A cycle starts from the residual ``r_0 = b - A x_0`` of the current
+    iterate, ``beta = ||r_0||``, ``v_0 = r_0 / beta``. Step ``j`` computes
+    ``z_j = M v_j`` and ``w = A z_j``, orthogonalises ``w`` against
+    ``v_0 .. v_j`` (the column ``h`` of the Hessenberg matrix ``H``) and
+    normalises it into ``v_{j+1}``, so that ``A Z_j = V_{j+1} H_j``. Givens
+    rotations, accumulated per column into an orthogonal ``Q``, reduce ``H_j``
+    to the triangle ``R`` and ``beta e_1`` to ``g``; ``|g_{j+1}|`` is the norm
+    of the least residual ``min_y ||b - A (x_0 + Z_j y)||`` and is what is
+    recorded. At the end of a cycle (``m`` steps, every column below its
+    tolerance by that estimate, ``maxiter``), ``R y = g`` is solved, ``x =
+    x_0 + Z y`` (``= x_0 + M V y``: right preconditioning, so the residuals
+    are those of ``b - A x``, not preconditioned), and the true residual is
+    computed: it replaces the last estimate in ``Solution.residuals`` and
+    decides convergence. ``Z`` is kept rather than ``M`` applied to ``V y``
+    once more, which saves that application and keeps the method correct
+    (as flexible GMRES) for a nonlinear or varying learned ``M``.
+
+    The orthogonalisation is classical Gram-Schmidt done twice (CGS2): two
+    products with the stacked basis and two with its transpose, batched over
+    the columns (four BLAS calls a step, where modified Gram-Schmidt needs
+    ``2 (j + 1)`` small ones), and as orthogonal as modified Gram-Schmidt to
+    working precision ("twice is enough").
+
+    A converged column is frozen: its later steps get a unit diagonal in
+    ``R`` and ``g_j = 0``, so ``y_j = 0``, its iterate and residual estimate
+    stay as they are. A happy breakdown, ``h_{j+1,j} <= eps ||A z_j||`` (the
+    solution lies in the space, as scipy tests it), ends the column as
+    converged whatever the tolerance. A singular ``H`` (zero pivot: ``A M``
+    singular) ends the solve with status ``"breakdown"``, that column at its
+    iterate before the step; a residual that is not finite, ``"diverged"``.
+    No division by zero: every denominator is guarded with ``torch.where``,
+    so frozen columns give no NaN to the gradient either.
+
+    Convergence, divergence and breakdown are checked on the host from one
+    transfer per step (the estimates and two flags per column) and one per
+    restart (the true residuals).
+
+    Differentiation is by unrolling: everything is torch operations on
+    ``A``'s values (``A @ z``), so gradients reach ``A.values``, ``b``,
+    ``x0`` and the preconditioner's parameters (or a CSRMatrix ``M``'s
+    values), through every step and restart. The graph of a cycle holds
+    O(m n k) (the basis, ``Z``, one block per step: the orthogonalisation is
+    checkpointed so its stacked basis is not kept, but rebuilt in the
+    backward), plus what ``M`` keeps; memory grows with the cycles run.
+
+    Examples
+    --------
+    >>> import torch, learnsolve
+    >>> from learnsolve.solvers.gmres import GMRES
+    >>> A = learnsolve.diags([-1.5, 2.0, -0.5], [-1, 0, 1], shape=(32, 32),
+    ...                      dtype=torch.float64)       # upwinded convection-diffusion
+    >>> b = torch.ones(32, dtype=torch.float64)
+    >>> solution = GMRES(restart=10, rtol=1e-10)(A, b)
+    >>> solution.status
+    'converged'
+    >>> bool(torch.linalg.vector_norm(b - A @ solution.x) <= 1e-10 * 32 ** 0.5)
+    True
+    """
+
+    def __init__(self, M=None, restart: int = 30, maxiter: int | None = None,
+                 rtol: float = 1e-5, atol: float = 0.0, *, callback=None):
+        super().__init__(0 if maxiter is None else maxiter, rtol, atol, callback)
+        self.maxiter = maxiter
+        if isinstance(restart, bool) or not isinstance(restart, numbers.Integral) or \
+                restart < 1:
+            raise ValueError(f"restart: expected an integer >= 1, got {restart!r}")
+        self.M = M
+        self.restart = int(restart)
+
+    def forward(self, A: CSRMatrix, b: torch.Tensor, x0: torch.Tensor | None = None) -> Solution:
+        """Solve ``A x = b`` (b ``(n,)`` or ``(n, k)``) from ``x0`` (default 0)."""
+        A, b, x0 = check_system(A, b, x0)
+        if isinstance(self.M, CSRMatrix):
+            V.check_same_dtype("A", A.values, "M", self.M.values)
+            V.check_same_device("A", A.values, "M", self.M.values)
+        maxiter = 10 * A.shape[0] if self.maxiter is None else self.maxiter
+        run = _Run(A, as_preconditioner(self.M, A), self.restart, maxiter, self.rtol, self.atol,
+                   self.callback, b.dim() == 2)
+        return run.solve(b, x0)
+
+    def extra_repr(self) -> str:
+        maxiter = "10n" if self.maxiter is None else self.maxiter
+        return f"restart={self.restart}, maxiter={maxiter}, rtol={self.rtol:g}, atol={self.atol:g}"
