@@ -101,7 +101,12 @@ class Trainer:
         The epochs of a whole training (a resumed one included).
     batch_size : int
         ``J``, the random vectors drawn per problem per step: ``X =
-        problem.random_rhs(J, normalize=True)``, unit 2-norm columns.
+        problem.random_rhs(J, distribution=distribution, normalize=True)``,
+        unit 2-norm columns.
+    distribution : {"normal", "uniform"}
+        Their entries before the normalisation: standard normal, or uniform
+        in ``[0, 1)`` (paper eq. 49: vectors with a large smooth part, the
+        error that domain decomposition reduces slowest).
     device : str or torch.device, optional
         Where to train: the model and the problems are moved there
         (``problem.to(device)``). Default: where they are.
@@ -159,8 +164,8 @@ class Trainer:
 
     def __init__(self, model: nn.Module, loss: Callable | None = None,
                  optimizer: str | type | Callable = "adam", lr: float = 1e-2, epochs: int = 100,
-                 batch_size: int = 8, device: str | torch.device | None = None,
-                 seed: int | None = None, callbacks: Sequence[Callback] = (),
+                 batch_size: int = 8, distribution: str = "normal",
+                 device: str | torch.device | None = None, seed: int | None = None, callbacks: Sequence[Callback] = (),
                  progress: bool = True, metrics: dict[str, Callable] | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -181,6 +186,9 @@ class Trainer:
         elif not callable(optimizer):
             raise TypeError(f"optimizer: expected a name, an Optimizer class or a callable "
                             f"params -> optimizer, got {type(optimizer).__name__}")
+        if distribution not in ("normal", "uniform"):
+            raise ValueError(f"distribution: expected 'normal' or 'uniform', got "
+                             f"{distribution!r}")
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
             raise ValueError(f"lr: expected a positive number, got {lr!r}")
         if device is not None:
@@ -208,6 +216,7 @@ class Trainer:
         self.lr = float(lr)
         self.epochs = check_count(epochs, "epochs")
         self.batch_size = check_count(batch_size, "batch_size")
+        self.distribution = distribution
         self.device = device
         self.seed = seed
         self.callbacks = callbacks
@@ -319,7 +328,7 @@ class Trainer:
             for index in torch.randperm(len(train), generator=self.generator_).tolist():
                 problem = train[index]
                 X = problem.random_rhs(self.batch_size, generator=self.generator_,
-                                       normalize=True)
+                                       distribution=self.distribution, normalize=True)
                 try:
                     losses.append(self._step(problem, X))
                 except _NonFinite as failure:
@@ -395,7 +404,8 @@ class Trainer:
             if valid is not None:
                 generator = torch.Generator().manual_seed(self.seed or 0)
                 logs["val_loss"] = _mean(float(self._loss(p, p.random_rhs(
-                    self.batch_size, generator=generator, normalize=True))) for p in valid)
+                    self.batch_size, generator=generator, distribution=self.distribution,
+                    normalize=True))) for p in valid)
             for name, metric in self.metrics.items():
                 values = []
                 for problem in train if valid is None else valid:

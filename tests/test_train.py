@@ -146,6 +146,16 @@ def test_batches_are_unit_vectors_and_each_epoch_visits_every_problem_once():
     for _, X, _ in model.seen:
         assert X.shape == (6, 3) and X.dtype == F64
         torch.testing.assert_close(X.norm(dim=0), torch.ones(3, dtype=F64))
+    assert any(bool((X < 0).any()) for _, X, _ in model.seen)  # standard normal entries
+
+
+def test_uniform_vectors_as_the_domain_decomposition_loss_draws_them():
+    model = Recorder()
+    quiet(model, epochs=3, batch_size=4, seed=1, distribution="uniform").fit(
+        problems_1d((10,)))
+    for _, X, _ in model.seen:
+        assert bool((X >= 0).all()) and X.shape == (10, 4)
+        torch.testing.assert_close(X.norm(dim=0), torch.ones(4, dtype=F64))
 
 
 def test_a_problem_set_and_a_custom_loss_and_optimizer():
@@ -423,6 +433,7 @@ class NoLoss(nn.Module):
     (dict(epochs=0), ValueError, "epochs: expected an integer >= 1"),
     (dict(epochs=2.5), TypeError, "epochs: expected an integer"),
     (dict(batch_size=0), ValueError, "batch_size: expected an integer >= 1"),
+    (dict(distribution="gaussian"), ValueError, "distribution: expected 'normal' or"),
     (dict(lr=-1.0), ValueError, "lr: expected a positive number"),
     (dict(seed=-1), ValueError, "seed"),
     (dict(device="nowhere"), ValueError, "device: expected a torch device"),
