@@ -1,5 +1,6 @@
 """PCG with a preconditioner next to the classical ones: iterations, residual
-histories, tables and plots (what :meth:`learnsolve.Trainer.evaluate` reports)."""
+histories, tables and plots (what :meth:`learnsolve.Trainer.evaluate` reports);
+and domain decomposition's interfaces side by side (:func:`compare_schwarz`)."""
 from __future__ import annotations
 
 import math
@@ -12,7 +13,8 @@ import torch
 
 from .problems.problem import Problem, ProblemSet, check_count
 
-__all__ = ["BASELINES", "Evaluation", "EvaluationRow", "baseline", "compare_preconditioners"]
+__all__ = ["BASELINES", "Evaluation", "EvaluationRow", "SchwarzEvaluation", "SchwarzRow",
+           "baseline", "compare_preconditioners", "compare_schwarz"]
 
 #: The classical preconditioners compared with, by name.
 BASELINES = ("none", "jacobi", "ic0", "amg")
@@ -64,17 +66,12 @@ class EvaluationRow:
     index: int = 0
 
 
-class Evaluation(Sequence):
-    """The rows of :func:`compare_preconditioners`: a sequence of :class:`EvaluationRow`.
+class Table(Sequence):
+    """Rows with a text form (``str``) and a markdown one (:meth:`to_markdown`)."""
 
-    ``str(evaluation)`` is a text table, :meth:`to_markdown` a markdown one,
-    :meth:`plot` the residual histories of one problem.
-    """
+    COLUMNS: tuple[str, ...] = ()
 
-    COLUMNS = ("problem", "n", "method", "iterations", "converged", "relative residual",
-               "time (s)", "status")
-
-    def __init__(self, rows: Sequence[EvaluationRow], rtol: float):
+    def __init__(self, rows: Sequence, rtol: float):
         self.rows = list(rows)
         self.rtol = rtol
 
@@ -84,13 +81,9 @@ class Evaluation(Sequence):
     def __getitem__(self, index):
         return self.rows[index]
 
-    def cells(self) -> list[list[str]]:
+    def cells(self) -> list[list[str]]:  # pragma: no cover - interface
         """The table as strings, one list per row (without the header)."""
-        return [[row.problem, str(row.n), row.method,
-                 "-" if row.iterations is None else str(row.iterations),
-                 "yes" if row.converged else "no",
-                 "-" if math.isnan(row.relative_residual) else f"{row.relative_residual:.2e}",
-                 f"{row.time:.3g}", row.status] for row in self.rows]
+        raise NotImplementedError
 
     def __str__(self) -> str:
         table = [list(self.COLUMNS)] + self.cells()
@@ -101,7 +94,7 @@ class Evaluation(Sequence):
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"Evaluation({len(self.rows)} solves, rtol={self.rtol:g})"
+        return f"{type(self).__name__}({len(self.rows)} rows, rtol={self.rtol:g})"
 
     def to_markdown(self) -> str:
         """The table in markdown."""
@@ -109,6 +102,24 @@ class Evaluation(Sequence):
                  "|" + "|".join("---" for _ in self.COLUMNS) + "|"]
         lines += ["| " + " | ".join(line) + " |" for line in self.cells()]
         return "\n".join(lines)
+
+
+class Evaluation(Table):
+    """The rows of :func:`compare_preconditioners`: a sequence of :class:`EvaluationRow`.
+
+    ``str(evaluation)`` is a text table, :meth:`to_markdown` a markdown one,
+    :meth:`plot` the residual histories of one problem.
+    """
+
+    COLUMNS = ("problem", "n", "method", "iterations", "converged", "relative residual",
+               "time (s)", "status")
+
+    def cells(self) -> list[list[str]]:
+        return [[row.problem, str(row.n), row.method,
+                 "-" if row.iterations is None else str(row.iterations),
+                 "yes" if row.converged else "no",
+                 "-" if math.isnan(row.relative_residual) else f"{row.relative_residual:.2e}",
+                 f"{row.time:.3g}", row.status] for row in self.rows]
 
     def plot(self, problem: int | str = 0, *, ax=None):
         """The relative residual against the iteration (semilogy), one line per method.
@@ -230,3 +241,100 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
             rows.append(_solve(PCG(M=preconditioner, rtol=rtol, maxiter=maxiter), problem, b,
                                method, problem.name or f"problem {index}", index))
     return Evaluation(rows, rtol)
+
+
+@dataclass
+class SchwarzRow:
+    """One problem and one interface of :func:`compare_schwarz`.
+
+    ``factor`` is the convergence factor of the stationary iteration
+    (:meth:`~learnsolve.solvers.RAS.convergence_factor`); ``pcg`` and
+    ``gmres`` the iterations to ``rtol``, None where the solve did not
+    converge (its status in ``pcg_status`` / ``gmres_status``).
+    """
+
+    problem: str
+    n: int
+    subdomains: int
+    method: str
+    factor: float
+    pcg: int | None
+    gmres: int | None
+    pcg_status: str
+    gmres_status: str
+
+
+class SchwarzEvaluation(Table):
+    """The rows of :func:`compare_schwarz`: a sequence of :class:`SchwarzRow`."""
+
+    COLUMNS = ("problem", "n", "subdomains", "method", "factor", "PCG iterations",
+               "GMRES iterations")
+
+    def cells(self) -> list[list[str]]:
+        def count(value, status):
+            return str(value) if value is not None else status
+        return [[row.problem, str(row.n), str(row.subdomains), row.method, f"{row.factor:.3f}",
+                 count(row.pcg, row.pcg_status), count(row.gmres, row.gmres_status)]
+                for row in self.rows]
+
+    def mean(self, method: str, column: str = "factor") -> float:
+        """The mean of ``column`` ("factor", "pcg" or "gmres") over the problems, for
+        one method (NaN if a solve of it did not converge)."""
+        values = [getattr(row, column) for row in self.rows if row.method == method]
+        if not values:
+            raise ValueError(f"method: expected one of "
+                             f"{sorted({row.method for row in self.rows})}, got {method!r}")
+        return math.nan if None in values else float(np.mean(values))
+
+
+@torch.no_grad()
+def compare_schwarz(methods: dict, problems, rtol: float = 1e-6, maxiter: int | None = None,
+                    restart: int = 30, seed: int = 0) -> SchwarzEvaluation:
+    """Restricted additive Schwarz with several interfaces, side by side.
+
+    For every problem and every method: the convergence factor of the
+    stationary iteration, the PCG iterations (with the symmetric additive
+    variant) and the GMRES(``restart``) iterations (with restricted additive
+    Schwarz) to ``rtol``, for one seeded random right-hand side.
+
+    Parameters
+    ----------
+    methods : dict of str to RAS
+        Each is bound to each problem with :meth:`~learnsolve.solvers.RAS.for_problem`
+        (the problem's partition).
+    problems : Problem, sequence of Problem or ProblemSet
+        Partitioned problems (or ``num_parts`` set on the RAS).
+    rtol, maxiter, restart, seed
+        The solves' tolerance, iteration limit, GMRES restart length, and
+        the seed of the right-hand side.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from learnsolve.evaluation import compare_schwarz
+    >>> from learnsolve.problems import poisson_2d
+    >>> from learnsolve.solvers import RAS, RobinInterface
+    >>> p = poisson_2d(12, dtype=torch.float64).with_partition(4, overlap=1)
+    >>> table = compare_schwarz({"classical": RAS(), "robin": RAS(interface=RobinInterface(0.5))}, p)
+    >>> table.mean("robin") < table.mean("classical")
+    True
+    """
+    from .solvers.cg import PCG
+    from .solvers.gmres import GMRES
+    problems = as_problems(problems, "problems")
+    if not isinstance(methods, dict) or not methods:
+        raise TypeError("methods: expected a non-empty dict of name -> RAS")
+    rows = []
+    for index, problem in enumerate(problems):
+        b = problem.random_rhs(seed=seed)
+        name = problem.name or f"problem {index}"
+        for method, model in methods.items():
+            ras = model.for_problem(problem)
+            pcg = PCG(M=ras, rtol=rtol, maxiter=maxiter)(problem.A, b)
+            gmres = GMRES(M=ras, restart=restart, rtol=rtol, maxiter=maxiter)(problem.A, b)
+            rows.append(SchwarzRow(name, problem.num_nodes, ras.partition.num_parts, method,
+                                   ras.convergence_factor(problem.A),
+                                   pcg.iterations if pcg.converged else None,
+                                   gmres.iterations if gmres.converged else None,
+                                   pcg.status, gmres.status))
+    return SchwarzEvaluation(rows, rtol)

@@ -3,15 +3,18 @@
 * :class:`GCNConv`, :func:`gcn_norm`, :class:`GCN`: graph convolution
   (paper section 4.4, eq. 43), differentiable in the features, the weights
   and the adjacency's stored values.
+* :class:`InterfaceNet`, :class:`MessagePassing`: learned interface conditions
+  for restricted additive Schwarz (section 4.5).
 * :func:`train_node_classifier`, :func:`accuracy`: a plain training loop.
 * :class:`GraphData`, :func:`stochastic_block_model`, :func:`random_graph`,
   :func:`split_masks`, :func:`load_planetoid`: graphs without a download.
 """
 from .datasets import GraphData, random_graph, split_masks, stochastic_block_model
 from .gcn import GCN, GCNConv, gcn_norm
+from .interface import InterfaceNet, MessagePassing
 from .planetoid import load_planetoid
 from .training import NodeClassificationHistory, accuracy, train_node_classifier
 
-__all__ = ["GCNConv", "GCN", "gcn_norm", "GraphData", "random_graph", "split_masks",
+__all__ = ["GCNConv", "GCN", "gcn_norm", "InterfaceNet", "MessagePassing", "GraphData", "random_graph", "split_masks",
            "stochastic_block_model", "load_planetoid", "NodeClassificationHistory",
            "accuracy", "train_node_classifier"]
