@@ -196,7 +196,9 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
     ----------
     M : Preconditioner, CSRMatrix or callable
         The preconditioner under test (any ``M`` that :class:`~learnsolve.solvers.PCG`
-        takes), reported as the method ``"trained"``.
+        takes), reported as the method ``"trained"``. One that needs more than
+        the matrix (a partition: :class:`~learnsolve.solvers.RAS`) is bound
+        to each problem by its ``for_problem(problem)``.
     problems : Problem, sequence of Problems or ProblemSet
         Each is solved for its fixed ``b``, or for one random ``b`` seeded
         with the problem's seed.
@@ -237,7 +239,8 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
     for index, problem in enumerate(as_problems(problems, "problems")):
         b = problem.b if problem.b is not None else problem.random_rhs(seed=problem.seed)
         for method in ("trained",) + baselines:
-            preconditioner = M if method == "trained" else baseline(method)
+            preconditioner = baseline(method) if method != "trained" else (
+                M.for_problem(problem) if hasattr(M, "for_problem") else M)
             rows.append(_solve(PCG(M=preconditioner, rtol=rtol, maxiter=maxiter), problem, b,
                                method, problem.name or f"problem {index}", index))
     return Evaluation(rows, rtol)

@@ -348,6 +348,16 @@ def test_learned_interface_beats_classical_ras_on_held_out_meshes(trained):
     assert "GMRES iterations" in str(table) and table.to_markdown().startswith("| problem")
 
 
+def test_trainer_evaluate_binds_the_model_to_each_problem(trained):
+    model, trainer, problems = trained
+    table = trainer.evaluate(list(problems)[:2], baselines=("none",))
+    rows = [row for row in table if row.method == "trained"]
+    assert len(rows) == 2 and all(row.converged for row in rows)
+    assert [row.n for row in rows] == [p.num_nodes for p in list(problems)[:2]]
+    with pytest.raises(ValueError, match="no partition"):  # unbound, used directly
+        PCG(M=model)(problems[0].A, problems[0].random_rhs(seed=0))
+
+
 def test_compare_schwarz_counts_iterations():
     from learnsolve.solvers.gmres import GMRES
     p = _mesh_problem(parts=6)
