@@ -67,7 +67,7 @@ def _graph(pattern: Pattern):
     the permutation only where the pattern is symmetric (then ``L^`` is made symmetric)."""
     def compute():
         row = pattern.row()
-        degree = torch.bincount(row, minlength=pattern.shape[0]).clamp(min=1)
+        degree = pattern.crow.diff().clamp(min=1)
         transposed, perm = pattern.transpose()
         symmetric = transposed is pattern or (
             torch.equal(transposed.crow, pattern.crow) and torch.equal(transposed.col,
@@ -158,7 +158,7 @@ class InterfaceNet(nn.Module):
         col = A.col_indices
         scale = torch.sqrt(diagonal[row] * diagonal[col])
         scaled = values / scale
-        row_sum = torch.zeros_like(diagonal).index_add(0, row, values) / diagonal
+        row_sum = CSRMatrix._from_pattern(A._pattern, values).row_sum() / diagonal
         nodes = torch.stack([d.to(dtype), coupling.detach().to(dtype) / diagonal, row_sum],
                             dim=1)
         edges = [scaled[:, None]]
@@ -212,8 +212,9 @@ class InterfaceNet(nn.Module):
     def forward(self, sub) -> torch.Tensor:
         """The stacked values of the ``L_i`` for the subdomains ``sub`` (a
         :class:`~learnsolve.solvers.schwarz.Subdomains`), from :meth:`output`."""
+        outside = sub.outside_coupling()
         W = self.output(sub.A, sub.coordinates, sub.boundary_indicator,
-                        sub.boundary_coupling())[sub.local.positions]
+                        sub.boundary_coupling(outside))[sub.local.positions]
         rows, cols = sub.rows, sub.local.stacked.col
         diagonal = rows == cols
         tangential = sub.boundary_entries & ~diagonal
@@ -221,7 +222,7 @@ class InterfaceNet(nn.Module):
                              0)
         laplacian = torch.zeros(sub.nodes.numel(), dtype=W.dtype, device=W.device).index_add(
             0, rows, weight)
-        robin = torch.sigmoid(W) * sub.outside_coupling()[rows]
+        robin = torch.sigmoid(W) * outside[rows]
         return torch.where(sub.boundary_entries & diagonal, laplacian[rows] - robin, -weight)
 
     def extra_repr(self) -> str:

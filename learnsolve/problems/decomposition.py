@@ -260,9 +260,9 @@ class Partition:
     def boundary_indicator(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """``d`` of paper eq. 46: 1 at nodes on the boundary of some subdomain, else 0."""
         d = torch.zeros(self.num_nodes, dtype=dtype, device=self.device)
-        for i in range(self.num_parts):
-            d[self.boundary_nodes(i)] = 1
-        return d
+        if self.num_parts == 0:
+            return d
+        return d.index_fill(0, torch.cat(self.overlapped)[torch.cat(self.boundary)], 1)
 
     def restriction(self, i: int, *, dtype: torch.dtype | None = None) -> CSRMatrix:
         """``R_i^delta``: the ``|D_i^delta| x n`` 0/1 matrix picking the overlapped nodes."""

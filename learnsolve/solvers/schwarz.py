@@ -62,6 +62,8 @@ class Subdomains:
         The global node of each stacked row (``m = sum |D_i^delta|``).
     rows : Tensor (nnz_local,)
         The stacked row of each stacked entry.
+    boundary : Tensor (m,) bool
+        The stacked rows on the boundary of their subdomain.
     boundary_entries : Tensor (nnz_local,) bool
         Entries between two boundary nodes of their subdomain: where ``L_i``
         may be nonzero.
@@ -76,32 +78,32 @@ class Subdomains:
     local: LocalStructure
     nodes: torch.Tensor
     rows: torch.Tensor
+    boundary: torch.Tensor
     boundary_entries: torch.Tensor
     pick: torch.Tensor
 
     @property
     def boundary_indicator(self) -> torch.Tensor:
         """``d`` of eq. 46 in A's dtype: 1 at nodes on some subdomain's boundary."""
-        return self.partition.boundary_indicator(self.A.dtype)
+        d = torch.zeros(self.A.shape[0], dtype=self.A.dtype, device=self.A.device)
+        return d.index_fill(0, self.nodes[self.boundary], 1)
 
     def outside_coupling(self) -> torch.Tensor:
         """``s_k = sum_{j outside D_i^delta} |a_kj|`` for each stacked row ``k`` of each
         subdomain ``i``: how strongly the node is coupled to what the subdomain leaves
         out (zero away from its boundary). Differentiable in ``A.values``."""
-        A, local = self.A, self.local
-        magnitude = A.values.abs()
-        row_total = torch.zeros(A.shape[0], dtype=A.dtype, device=A.device).index_add(
-            0, A._pattern.row(), magnitude)
-        inside = torch.zeros(self.nodes.numel(), dtype=A.dtype, device=A.device).index_add(
-            0, self.rows, magnitude[local.positions])
-        return (row_total[self.nodes] - inside).clamp(min=0)
+        magnitude = self.A.values.abs()
+        total = CSRMatrix._from_pattern(self.A._pattern, magnitude).row_sum()
+        inside = CSRMatrix._from_pattern(self.local.stacked,
+                                         magnitude[self.local.positions]).row_sum()
+        return (total[self.nodes] - inside).clamp(min=0)
 
-    def boundary_coupling(self) -> torch.Tensor:
-        """The largest :meth:`outside_coupling` of each node over the subdomains (n,):
-        a node feature that is ``d`` of eq. 46 weighted by the coupling cut off."""
-        A = self.A
-        coupling = torch.zeros(A.shape[0], dtype=A.dtype, device=A.device)
-        return coupling.scatter_reduce(0, self.nodes, self.outside_coupling(), "amax")
+    def boundary_coupling(self, outside: torch.Tensor) -> torch.Tensor:
+        """The largest ``outside`` coupling (:meth:`outside_coupling`, stacked) of each
+        node over the subdomains (n,): a node feature that is ``d`` of eq. 46 weighted
+        by the coupling cut off."""
+        coupling = torch.zeros(self.A.shape[0], dtype=outside.dtype, device=outside.device)
+        return coupling.scatter_reduce(0, self.nodes, outside, "amax")
 
     def on_boundary(self, values: torch.Tensor) -> torch.Tensor:
         """The stacked values of the ``L_i`` from a matrix ``L^`` on A's pattern (its
@@ -129,7 +131,7 @@ def _subdomains(A: CSRMatrix, partition: Partition, coordinates) -> Subdomains:
         pick = torch.empty(A.shape[0], dtype=torch.int64, device=A.device)
         pick[nodes[core_rows]] = core_rows
         arrays = by_pattern[A._pattern] = (
-            local, nodes, rows, boundary[rows] & boundary[local.stacked.col], pick)
+            local, nodes, rows, boundary, boundary[rows] & boundary[local.stacked.col], pick)
     return Subdomains(A, partition, coordinates, *arrays)
 
 
@@ -307,17 +309,19 @@ class RAS(IterativeSolver):
     # ------------------------------------------------------------------ the preconditioner
     def local_matrices(self, A: CSRMatrix) -> CSRMatrix:
         """``diag(A_1 + L_1, ..., A_S + L_S)``: the block-diagonal matrix that is factored."""
-        sub = self.subdomains(A)
-        values = A.values[sub.local.positions]
+        return self._blocks(self.subdomains(A))
+
+    def _blocks(self, sub: Subdomains) -> CSRMatrix:
+        values = sub.A.values[sub.local.positions]
         if self.interface is not None:
             values = values + self.interface(sub)
         return CSRMatrix._from_pattern(sub.local.stacked, values)
 
     def _factor(self, A: CSRMatrix) -> tuple[SparseLU, Subdomains]:
         def compute():
-            blocks = self.local_matrices(A)
+            sub = self.subdomains(A)
             try:
-                return SparseLU(blocks), self.subdomains(A)
+                return SparseLU(self._blocks(sub)), sub
             except torch.linalg.LinAlgError as error:
                 raise torch.linalg.LinAlgError(
                     f"RAS: a subdomain matrix A_i + L_i is singular ({error})") from None
@@ -326,7 +330,10 @@ class RAS(IterativeSolver):
             A.values.requires_grad or any(p.requires_grad for p in parameters))
         if recorded:
             return compute()
-        key = (A.values, self.partition) + parameters + (
+        # the interface's state (parameters, and buffers as a fixed Robin alpha) and the
+        # coordinates it reads: an in-place change of any of them refactors
+        state = () if self.interface is None else parameters + tuple(self.interface.buffers())
+        key = (A.values, self.partition) + state + (
             () if self.coordinates is None else (self.coordinates,))
         return self._factors.get(key, compute)
 
