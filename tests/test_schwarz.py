@@ -276,6 +276,19 @@ def test_factored_once_per_matrix(monkeypatch):
     assert len(calls) == 3 and values.grad is not None
 
 
+def test_an_in_place_change_of_the_interface_refactors():
+    p = _problem()
+    robin = RobinInterface(0.3)
+    ras = RAS(p, interface=robin)
+    r = torch.ones(p.num_nodes, dtype=F64)
+    before = ras.setup(p.A)(r)
+    robin.alpha.fill_(0.6)  # a buffer, changed in place
+    torch.testing.assert_close(ras.setup(p.A)(r),
+                               RAS(p, interface=RobinInterface(0.6)).setup(p.A)(r),
+                               rtol=0, atol=0)
+    assert not torch.equal(before, ras.setup(p.A)(r))
+
+
 def test_binding_to_problems_and_partitions():
     p = _problem()
     assert RAS(p).partition is p.partition
@@ -301,6 +314,38 @@ def test_binding_to_problems_and_partitions():
     unbound = RAS(interface=net, overlap=1)
     bound = unbound.for_problem(_mesh_problem())
     assert bound.interface is net and bound.partition.overlap == 1
+
+
+def test_bad_arguments_name_themselves():
+    p = _problem(6, parts=2)
+    sub = RAS(p).subdomains(p.A)
+    cases = [
+        (lambda: RobinInterface(float("nan")), ValueError, "alpha"),
+        (lambda: RobinInterface(True), ValueError, "alpha"),
+        (lambda: InterfaceNet(hidden=0), ValueError, "hidden"),
+        (lambda: InterfaceNet(layers=-1), ValueError, "layers"),
+        (lambda: InterfaceNet(coordinates=1), TypeError, "coordinates"),
+        (lambda: RAS(p, overlap=-1), ValueError, "overlap"),
+        (lambda: RAS(p).convergence_factor(p.A, iterations=0), ValueError, "iterations"),
+        (lambda: ras_loss(RAS(), p, torch.ones(36, 1, dtype=F64), iterations=0), ValueError,
+         "iterations"),
+        (lambda: best_robin([p], []), ValueError, "alphas"),
+        (lambda: best_robin([], [0.5]), ValueError, "problems"),
+        (lambda: sub.on_boundary(torch.ones(3, dtype=F64)), ValueError, "values"),
+        (lambda: compare_schwarz({}, p), TypeError, "methods"),
+        (lambda: InterfaceNet(hidden=4).double().output(
+            p.A, p.coordinates, torch.ones(5, dtype=F64), torch.ones(36, dtype=F64)),
+         ValueError, "d: expected shape"),
+        (lambda: InterfaceNet(hidden=4).double().output(
+            p.A, torch.ones(36, 3, dtype=F64), torch.ones(36, dtype=F64),
+            torch.ones(36, dtype=F64)), ValueError, "2-D coordinates"),
+        (lambda: InterfaceNet(hidden=4).double().output(
+            -p.A, p.coordinates, torch.ones(36, dtype=F64), torch.ones(36, dtype=F64)),
+         ValueError, "positive diagonal"),
+    ]
+    for make, error, match in cases:
+        with pytest.raises(error, match=match):
+            make()
 
 
 def test_singular_subdomain_matrix_is_reported():
