@@ -39,7 +39,9 @@ Two departures, forced by memory, are marked in the tables:
 
 Figure 3: forward and backward time of SpMV, SpSpMM and SpDMM (X square) of
 learnsolve against nnz(A_N), on the CPU (blue) and the GPU (green, where
-present), circles forward and triangles backward.
+present), circles forward and triangles backward; the slope of each curve is
+that of log time against log nnz over its three largest sizes (below, the
+time of a call is mostly fixed overhead).
 
 The applications: ``bench/applications.py`` (figs. 5, 9, 12, 20),
 ``bench/gcn.py`` (fig. 16) and ``bench/dd.py`` (fig. 18) are run as they are,
@@ -86,6 +88,7 @@ from learnsolve.linalg import spsolve_triangular  # noqa: E402
 BENCH = Path(__file__).resolve().parent
 F64 = torch.float64
 PASSES = ("fwd", "bwd")
+SLOPE_POINTS = 3  # figure 3's slopes: over the three largest sizes (small ones are overhead)
 
 
 @dataclass(frozen=True)
@@ -283,9 +286,11 @@ def measure(factory: Factory, timing: Timing, passes, label: str, notes: list[st
     return figures
 
 
-def fit(sizes: list[int], seconds: list) -> tuple[float, float] | None:
-    """Least-squares ``(slope, intercept)`` of log(seconds) against log(size)."""
+def fit(sizes: list[int], seconds: list, last: int | None = None) -> tuple[float, float] | None:
+    """Least-squares ``(slope, intercept)`` of log(seconds) against log(size), over
+    the ``last`` largest sizes measured (all by default)."""
     points = [(n, t) for n, t in zip(sizes, seconds) if isinstance(t, float) and t > 0]
+    points = points[-last:] if last else points
     if len(points) < 2:
         return None
     x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
@@ -465,11 +470,12 @@ def _powers(smallest: int, largest: int, step: int = 4) -> list[int]:
 
 
 def figure3_table(curves_by_device: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["device", "op", "pass", "nnz: seconds per call", "slope vs nnz"]
+    header = ["device", "op", "pass", "nnz: seconds per call",
+              f"slope, {SLOPE_POINTS} largest"]
     rows = []
     for device, curves in curves_by_device.items():
         for (op, kind), (nnz, times) in curves.items():
-            line = fit(nnz, times)
+            line = fit(nnz, times, SLOPE_POINTS)
             points = ", ".join(f"{z:,}: {format_time(t)}" for z, t in zip(nnz, times))
             rows.append([device, op, kind, points, f"{line[0]:.2f}" if line else NOT_RUN])
     return header, rows
@@ -489,7 +495,7 @@ def plot_figure3(curves_by_device: dict, path: Path) -> None:
                 nnz, times = curves[op, kind]
                 points = [(z, t) for z, t in zip(nnz, times) if isinstance(t, float)]
                 if points:
-                    line = fit(*zip(*points))
+                    line = fit(*zip(*points), SLOPE_POINTS)
                     label = f"{device.upper()} {'forward' if kind == 'fwd' else 'backward'}"
                     if line:
                         label += f" (slope {line[0]:.2f})"

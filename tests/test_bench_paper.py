@@ -56,6 +56,8 @@ def test_fit_recovers_a_power_law():
     slope, intercept = paper.fit([10, 100, 1000], [2e-3 * n ** 1.5 for n in (10, 100, 1000)])
     assert slope == pytest.approx(1.5) and intercept == pytest.approx(-6.2146, abs=1e-4)
     assert paper.fit([10, 100], [1.0, paper.FAILED]) is None
+    overhead_first = [1.0, 1e-2, 1e-1, 1.0]  # the smallest size is dominated by overhead
+    assert paper.fit([1, 10, 100, 1000], overhead_first, last=3)[0] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("argument", [["--n", "0"], ["--dense-sizes", "512"],
