@@ -19,7 +19,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .callbacks import Callback, _clone
 from .evaluation import BASELINES, Evaluation, as_problems, compare_preconditioners
@@ -33,6 +32,21 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch
 RESERVED = ("epoch", "loss", "val_loss", "lr", "time")
 
 _FORMAT = "learnsolve.Trainer"
+
+
+def _progress_bar(**kwargs):
+    """A tqdm bar: the notebook widget where ipywidgets is installed, else text.
+
+    ``tqdm.auto`` warns ("IProgress not found") at import in a Jupyter kernel
+    without ipywidgets before it falls back to text; here the text bar is chosen
+    without the warning.
+    """
+    try:
+        import ipywidgets  # noqa: F401 (tqdm's notebook bar is an ipywidgets widget)
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm import tqdm
+    return tqdm(**kwargs)
 
 
 class History(list):
@@ -306,7 +320,7 @@ class Trainer:
             for callback, state in zip(self.callbacks, self._callback_states):
                 callback.load_state_dict(state)
             self._callback_states = None
-        bar = tqdm(total=self.epochs, initial=self.epochs_done_, disable=not self.progress,
+        bar = _progress_bar(total=self.epochs, initial=self.epochs_done_, disable=not self.progress,
                    unit="epoch", desc="training")
         try:
             self._run(train, valid, bar)
