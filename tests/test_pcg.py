@@ -1,5 +1,7 @@
 """Preconditioned conjugate gradients: against scipy's CG, a hand-written dense CG and dense
 solves; its three modes of differentiation; breakdowns and bad input."""
+import math
+
 import numpy as np
 import pytest
 import scipy.sparse.linalg as sla
@@ -8,6 +10,7 @@ import torch
 import learnsolve as ls
 from learnsolve.problems import disk, fem_problem, poisson_1d, poisson_2d
 from learnsolve.solvers.base import Preconditioner
+from learnsolve.solvers import cg as cg_module
 from learnsolve.solvers.cg import PCG, check_spd, pcg_loss
 
 from cases import DEVICES, randn
@@ -421,6 +424,30 @@ def test_memory_of_the_modes():
     assert saved["unrolled", 100][1] > 8 * saved["unrolled", 10][1]
     assert saved["checkpoint", 100][1] < saved["unrolled", 100][1] / 10
     assert saved["checkpoint", 10][1] < saved["unrolled", 10][1]
+
+
+@pytest.mark.parametrize("segments", [None, 4])
+def test_checkpoint_segments(segments, monkeypatch):
+    """By default segment k runs k + 1 iterations: a solve of m iterations makes about
+    sqrt(2 m) segments though it stops long before maxiter (segments cut from the
+    default maxiter = 10 n would make it one, recomputed whole in the backward);
+    ``checkpoint_segments`` cuts maxiter into that many equal segments."""
+    calls = []
+    real = cg_module.checkpoint
+    monkeypatch.setattr(cg_module, "checkpoint",
+                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    A = poisson(12)
+    values = A.values.clone().requires_grad_()
+    maxiter = None if segments is None else 40
+    solution = PCG(jacobi(A), rtol=1e-8, maxiter=maxiter, differentiation="checkpoint",
+                   checkpoint_segments=segments)(A.with_values(values), randn(144, seed=22))
+    m = solution.iterations
+    assert solution.status == "converged" and 12 < m < 40
+    expected = (math.ceil((math.sqrt(8 * m + 1) - 1) / 2) if segments is None
+                else math.ceil(m / 10))
+    assert len(calls) == expected
+    solution.x.sum().backward()
+    assert values.grad is not None
 
 
 # ---------------------------------------------------------------------------- loss

@@ -2,9 +2,9 @@
 checkpointed, implicit), and the PCG training loss of the paper's eq. 42."""
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
+from typing import Callable
 
 import torch
 from torch import nn
@@ -118,6 +118,17 @@ def _ratio(num: torch.Tensor, den: torch.Tensor, active: torch.Tensor | None) ->
     return torch.where(active, num / torch.where(active, den, torch.ones_like(den)), 0.0)
 
 
+def _segment_lengths(maxiter: int, segments: int | None) -> Callable[[int], int]:
+    """The iterations of checkpointed segment ``k``: ``segments`` equal ones over
+    ``maxiter``, or by default ``k + 1`` (1, 2, 3, ...), so that ``m`` iterations,
+    however many of ``maxiter`` a solve runs, make about ``sqrt(2 m)`` segments of
+    at most that many iterations."""
+    if segments is None:
+        return lambda k: k + 1
+    length = max(-(-maxiter // segments), 1)
+    return lambda k: length
+
+
 class _Run:
     """One PCG solve.
 
@@ -130,11 +141,12 @@ class _Run:
     """
 
     def __init__(self, A: CSRMatrix, apply_M, maxiter: int, rtol: float, atol: float,
-                 callback=None, segment_length: int | None = None):
+                 callback=None, segment_length: Callable[[int], int] | None = None):
         self.A, self.apply_M, self.maxiter = A, apply_M, maxiter
         self.rtol, self.atol, self.callback = rtol, atol, callback
+        # The iterations of segment k (one segment of all of them when not checkpointed).
         self.checkpointed = segment_length is not None
-        self.segment_length = maxiter if segment_length is None else segment_length
+        self.segment_length = (lambda k: maxiter) if segment_length is None else segment_length
         self.plans: list[tuple[int, int | None]] = []  # (first iteration, steps) per segment
         # The active columns of each iteration: as a bool tensor (None when all are),
         # and as a list for the checks on the host.
@@ -181,10 +193,10 @@ class _Run:
                         self.describe(residuals[-1], b_norm))
 
     def segment(self, index: int, x, r, p, rz):
-        """Up to ``segment_length`` iterations from the state ``(x, r, p, rz)``."""
+        """Up to ``segment_length(index)`` iterations from the state ``(x, r, p, rz)``."""
         start, planned = self.plans[index]
         recording = planned is None
-        limit = 4 * self.segment_length if recording else planned
+        limit = 4 * self.segment_length(index) if recording else planned
         norms = []
         step = 0
         while step < limit:
@@ -293,8 +305,10 @@ class PCG(IterativeSolver):
     differentiation : {"unrolled", "checkpoint", "implicit"}
         How gradients are computed (Notes).
     checkpoint_segments : int, optional
-        With ``"checkpoint"``: how many segments the iterations are cut into;
-        default ``ceil(sqrt(maxiter))``.
+        With ``"checkpoint"``: cut ``maxiter`` into this many equal segments. By
+        default the segments grow by one iteration each (1, 2, 3, ...): the
+        ``m`` iterations a solve runs make about ``sqrt(2 m)`` segments, however
+        large ``maxiter``.
     check_spd : bool
         Run :func:`check_spd` on ``A`` before a solve (O(nnz); skipped for a
         matrix that passed it before, unchanged: same values tensor and pattern).
@@ -323,7 +337,7 @@ class PCG(IterativeSolver):
       only the state ``(x, r, p, r^T z)`` at segment boundaries is kept and a
       segment is recomputed in the backward, replaying the forward's decisions
       (steps run, columns frozen). Memory O((s + m / s) n k), O(sqrt(m) n k)
-      by default, for one more forward pass of compute.
+      by default (whatever ``maxiter``), for one more forward pass of compute.
     - ``"implicit"``: the forward builds no graph; the backward solves the
       adjoint system ``A λ = grad_x`` with the same PCG and preconditioner and
       gives ``grad_b = λ``, ``grad_A = -(λ x^T) ⊙ mask(A)``. Memory O(n k)
@@ -385,8 +399,7 @@ class PCG(IterativeSolver):
         if self.differentiation != "implicit":
             segment = None
             if self.differentiation == "checkpoint" and torch.is_grad_enabled():
-                segments = self.checkpoint_segments or max(math.ceil(math.sqrt(maxiter)), 1)
-                segment = max(-(-maxiter // segments), 1)
+                segment = _segment_lengths(maxiter, self.checkpoint_segments)
             apply_M = as_preconditioner(self.M, A, symmetric=True)
             run = _Run(A, apply_M, *settings, self.callback, segment)
             return run.solve(b, x0)
