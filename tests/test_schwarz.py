@@ -240,6 +240,25 @@ def test_interface_net_output_is_symmetric_and_on_the_boundary():
         assert float(torch.linalg.eigvalsh(block).min()) > 0  # SPD whatever the weights
 
 
+def test_robin_weights_are_the_boundary_row_sums_of_the_interface():
+    """On a boundary row k of subdomain i the tangential term sums to zero, so the
+    row of L_i sums to -beta_k s_k^(i) (s: the coupling the subdomain cuts)."""
+    torch.manual_seed(2)
+    p = _mesh_problem()
+    net = InterfaceNet(hidden=8, layers=2).double()
+    for parameter in net.parameters():
+        torch.nn.init.normal_(parameter, std=1.0)
+    sub = RAS(p, interface=net).subdomains(p.A)
+    with torch.no_grad():
+        L, beta, outside = net(sub), net.robin_weights(sub), sub.outside_coupling()
+    row_sums = torch.zeros(sub.nodes.numel(), dtype=F64).index_add(0, sub.rows, L)
+    boundary = sub.boundary & (outside > 0)
+    assert int(boundary.sum()) > 10 and float(beta.std()) > 0.01  # weights vary by node
+    torch.testing.assert_close(row_sums[boundary], -(beta[sub.nodes] * outside)[boundary],
+                               rtol=1e-12, atol=1e-14)
+    assert bool(((beta > 0) & (beta < 1)).all())
+
+
 def test_interface_net_without_coordinates():
     p = poisson_1d(20, dtype=F64)
     p = Partition.from_membership(p.A, [0] * 10 + [1] * 10, overlap=1)

@@ -50,6 +50,7 @@ from torch.nn import functional as F
 from ..core.csr import CSRMatrix
 from ..core.pattern import Pattern
 from ..problems.problem import check_count
+from ..solvers.factor import diagonal_positions
 
 __all__ = ["InterfaceNet", "MessagePassing"]
 
@@ -209,12 +210,38 @@ class InterfaceNet(nn.Module):
             out = 0.5 * (out + out[perm])
         return out.to(A.dtype)
 
+    def _output(self, sub) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stacked outside coupling of ``sub`` and the network's ``W`` on A's pattern."""
+        outside = sub.outside_coupling()
+        return outside, self.output(sub.A, sub.coordinates, sub.boundary_indicator,
+                                    sub.boundary_coupling(outside))
+
+    def robin_weights(self, sub) -> torch.Tensor:
+        """The Robin weight ``beta_k = sigmoid(W_kk)`` the network gives each node (n,),
+        in (0, 1): on the boundary of subdomain ``i`` the row of ``L_i`` sums to
+        ``-beta_k s_k^(i)``. Only the nodes on a subdomain boundary (``d_k = 1``) use it.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from learnsolve.nn import InterfaceNet
+        >>> from learnsolve.problems import poisson_2d
+        >>> from learnsolve.solvers import RAS
+        >>> problem = poisson_2d(8, dtype=torch.float64).with_partition(4, overlap=1)
+        >>> net = InterfaceNet(hidden=8, layers=1).double()
+        >>> sub = RAS(problem, interface=net).subdomains(problem.A)
+        >>> beta = net.robin_weights(sub)
+        >>> beta.shape, bool(((beta > 0) & (beta < 1)).all())
+        (torch.Size([64]), True)
+        """
+        _, W = self._output(sub)
+        return torch.sigmoid(W[diagonal_positions(sub.A, "sub.A")])
+
     def forward(self, sub) -> torch.Tensor:
         """The stacked values of the ``L_i`` for the subdomains ``sub`` (a
         :class:`~learnsolve.solvers.schwarz.Subdomains`), from :meth:`output`."""
-        outside = sub.outside_coupling()
-        W = self.output(sub.A, sub.coordinates, sub.boundary_indicator,
-                        sub.boundary_coupling(outside))[sub.local.positions]
+        outside, W = self._output(sub)
+        W = W[sub.local.positions]
         rows, cols = sub.rows, sub.local.stacked.col
         diagonal = rows == cols
         tangential = sub.boundary_entries & ~diagonal
