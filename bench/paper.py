@@ -34,8 +34,15 @@ Two departures, forced by memory, are marked in the tables:
   measured where the op's dense arrays (1 to 6 of them, table ``DENSE_ARRAYS``)
   fit in ``--dense-memory`` GiB and its time, predicted from the dense scaling
   run at smaller N, is below ``--dense-budget`` seconds a call; otherwise it is
-  that prediction, marked ``≈`` (a least-squares fit of log time against log N
-  over the dense scaling sizes, whose slope is given).
+  that prediction, marked ``≈``: the time at the largest size the scaling run
+  measured times ``(N / size)^p``, with ``p`` the power of N in the op's work
+  (3 for the dense product, whose backward is two more products; 2 for the
+  others, each a product with, an outer product into or a solve with an N x N
+  array; ``DENSE_ORDER``). The scaling table gives the measured slopes beside
+  ``p``: between sizes that fit in cache and sizes that do not, a memory-bound
+  dense op can look steeper than it is, and a fitted slope would carry that
+  over to N = 32 768 many times over. The scaling run skips a size whose
+  predicted call exceeds a third of ``--dense-budget``.
 
 Figure 3: forward and backward time of SpMV, SpSpMM and SpDMM (X square) of
 learnsolve against nnz(A_N), on the CPU (blue) and the GPU (green, where
@@ -132,16 +139,31 @@ TESTS = [
 ]
 # N x N arrays alive while the dense op runs: (forward, backward).
 DENSE_ARRAYS = {"spmv": (1, 2), "spspmm": (2, 5), "add": (3, 6), "trsv": (1, 3)}
+# The power of N in the work of each dense op, forward and backward alike: N^3 for the
+# product (its backward is two more), N^2 for the others (a product with or an outer
+# product into an N x N array, a triangular solve).
+DENSE_ORDER = {"spmv": 2, "spspmm": 3, "add": 2, "trsv": 2}
 
 Factory = Callable[[], Case]
 
 
 @dataclass(frozen=True)
 class Predicted:
-    """A dense time not measured: predicted from the dense scaling run."""
+    """A dense time not measured: ``seconds`` predicted as the time at the largest
+    size ``base`` of the dense scaling run times ``(N / base) ** order``."""
 
     seconds: float
-    slope: float
+    base: int
+    order: int
+
+
+def predict(op: str, sizes: list[int], times: list, n: int) -> Predicted | None:
+    """The time of dense ``op`` at ``n`` from its largest measured size (None if none)."""
+    measured = [(size, t) for size, t in zip(sizes, times) if isinstance(t, float)]
+    if not measured:
+        return None
+    base, seconds = measured[-1]
+    return Predicted(seconds * (n / base) ** DENSE_ORDER[op], base, DENSE_ORDER[op])
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -298,15 +320,25 @@ def fit(sizes: list[int], seconds: list, last: int | None = None) -> tuple[float
     return float(slope), float(intercept)
 
 
-def dense_scaling(device: str, sizes: list[int], timing: Timing, notes: list[str]) -> dict:
-    """``{(op, pass): [seconds at each size]}`` of the dense ops at small N."""
+def dense_scaling(device: str, sizes: list[int], timing: Timing, budget: float,
+                  notes: list[str]) -> dict:
+    """``{(op, pass): [seconds at each size]}`` of the dense ops at small N; a size
+    whose predicted call exceeds ``budget`` seconds is not run (NOT_RUN)."""
     times = {(op, kind): [] for op in DENSE_ARRAYS for kind in PASSES}
     for n in sizes:
         cases = dense_cases(poisson_1d(n, device), 0)
         for op, factory in cases.items():
-            for kind, seconds in measure(factory, timing, PASSES, f"dense {op} N={n}",
-                                         notes).items():
-                times[op, kind].append(seconds)
+            passes = []
+            for kind in PASSES:
+                guess = predict(op, sizes, times[op, kind], n)
+                if guess is None or guess.seconds <= budget:
+                    passes.append(kind)
+                else:
+                    times[op, kind].append(NOT_RUN)
+            if passes:
+                for kind, seconds in measure(factory, timing, passes, f"dense {op} N={n}",
+                                             notes).items():
+                    times[op, kind].append(seconds)
     return times
 
 
@@ -335,20 +367,17 @@ def table_figures(device: str, n: int, args, notes: list[str], scaling_sizes: li
             for kind, value in measure(cases[test.op], timing, passes,
                                        f"{device} {name} {test.op}", notes).items():
                 figures[name, test.op, kind] = value
-    scaling = dense_scaling(device, scaling_sizes, timing, notes)
+    scaling = dense_scaling(device, scaling_sizes, timing, args.dense_budget / 3, notes)
     budget = args.dense_memory * 2**30 if args.dense_memory else 0.5 * free_memory(device)
     dense = dense_cases(A, args.spdmm_columns)
     for op, arrays in DENSE_ARRAYS.items():
-        predicted = {kind: fit(scaling_sizes, scaling[op, kind]) for kind in PASSES}
         runnable = []
         for kind, count in zip(PASSES, arrays):
-            guess = predicted[kind]
-            seconds = np.exp(guess[1]) * n ** guess[0] if guess else float("inf")
-            if count * n * n * 8 <= budget and seconds <= args.dense_budget:
+            guess = predict(op, scaling_sizes, scaling[op, kind], n)
+            if guess and count * n * n * 8 <= budget and guess.seconds <= args.dense_budget:
                 runnable.append(kind)
             else:
-                figures["dense", op, kind] = (Predicted(seconds, guess[0]) if guess
-                                              else NOT_RUN)
+                figures["dense", op, kind] = guess or NOT_RUN
         if runnable:
             figures.update({("dense", op, kind): value for kind, value in
                             measure(dense[op], timing, runnable, f"{device} dense {op}",
@@ -428,12 +457,13 @@ def table3(cpu: dict, gpu: dict | None) -> tuple[list[str], list[list[str]]]:
 
 
 def scaling_table(sizes: list[int], scaling: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["dense op", "pass"] + [f"N = {n}" for n in sizes] + ["slope"]
+    header = (["dense op", "pass"] + [f"N = {n}" for n in sizes]
+              + ["measured slope, 2 largest", "model order"])
     rows = []
     for (op, kind), times in scaling.items():
-        line = fit(sizes, times)
+        line = fit(sizes, times, last=2)
         rows.append([op, kind] + [format_time(t) for t in times]
-                    + [f"{line[0]:.2f}" if line else NOT_RUN])
+                    + [f"{line[0]:.2f}" if line else NOT_RUN, str(DENSE_ORDER[op])])
     return header, rows
 
 
@@ -542,7 +572,9 @@ LEGEND = ("Seconds for `iter.` calls (the median of one call times `iter.`, as t
           "reports totals). fwd: the op with autograd recording; bwd: its vector-Jacobian "
           "product alone. `≈`: a dense figure predicted from the dense scaling run (its "
           "matrices would not fit the memory budget, or a call would exceed the time "
-          f"budget); '{NOT_RUN}': not run; '{FAILED}': failed (reason below). The paper: "
+          "budget): the time at the largest size measured times (N / size)^p, p = 3 for the "
+          "product and 2 for the others (their work); "
+          f"'{NOT_RUN}': not run; '{FAILED}': failed (reason below). The paper: "
           "one core of an AMD EPYC 7413, an NVIDIA A100; its GPU peer is CuPy, ours "
           "torch.sparse (cuSPARSE).")
 
@@ -564,7 +596,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--spdmm-largest", type=int, default=None,
                         help="largest N of fig. 3's SpDMM with X N x N (default 8192)")
     parser.add_argument("--dense-sizes", type=int, nargs="+", default=None,
-                        help="N of the dense scaling run (default 1024 2048 4096)")
+                        help="N of the dense scaling run (default 1024 2048 4096 8192)")
     parser.add_argument("--dense-memory", type=float, default=None,
                         help="GiB the dense arrays of one op may take (default: half the "
                              "free memory)")
@@ -576,7 +608,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     defaults = {"n": 4096 if quick else 32768, "spdmm_columns": 64 if quick else 1024,
                 "largest": 2 ** 14 if quick else 2 ** 20,
                 "spdmm_largest": 512 if quick else 8192,
-                "dense_sizes": [128, 256, 512] if quick else [1024, 2048, 4096],
+                "dense_sizes": [128, 256, 512] if quick else [1024, 2048, 4096, 8192],
                 "dense_budget": 1.0 if quick else 30.0}
     for name, value in defaults.items():
         if getattr(args, name) is None:

@@ -60,6 +60,13 @@ def test_fit_recovers_a_power_law():
     assert paper.fit([1, 10, 100, 1000], overhead_first, last=3)[0] == pytest.approx(1.0)
 
 
+def test_dense_prediction_scales_the_largest_measured_size_by_the_work():
+    guess = paper.predict("spspmm", [10, 20, 40], [1.0, 8.0, paper.NOT_RUN], 80)
+    assert (guess.seconds, guess.base, guess.order) == (512.0, 20, 3)
+    assert paper.predict("spmv", [10, 20], [0.5, 3.0], 40).seconds == 12.0
+    assert paper.predict("add", [10], [paper.FAILED], 40) is None
+
+
 @pytest.mark.parametrize("argument", [["--n", "0"], ["--dense-sizes", "512"],
                                       ["--threads", "-1"]])
 def test_bad_arguments_are_refused(argument, capsys):
