@@ -361,6 +361,9 @@ def table_figures(device: str, n: int, args, notes: list[str], scaling_sizes: li
         impls.append(("scipy", scipy_cases(A, args.spdmm_columns), ("fwd",)))
     else:
         impls.append(("peer", torch_sparse_cases(A, args.spdmm_columns), PASSES))
+    # The first op a process times runs slow for a while after its warm-up call (its
+    # first backward measured ~2.5x the steady time): one throwaway measurement first.
+    measure(impls[0][1]["spmv"], timing, PASSES, f"{device} warm-up", notes)
     figures = {}
     for test in TESTS:  # op by op, so that the figures of a row are taken close together
         for name, cases, passes in impls:
