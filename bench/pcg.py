@@ -13,11 +13,13 @@ On the 2D Poisson matrix (``--sizes``: grids of 128² and 512² by default;
 * forward + backward of ``x.sum()`` through ``maxiter`` = 100 iterations
   (``rtol`` 0, so every mode runs all of them, the implicit mode's adjoint
   solve too) with gradients for A's values and b, in the three modes of
-  differentiation: ``unrolled``, ``checkpoint`` (default segments: 10) and
-  ``implicit``; the memory column is what autograd
-  saves for the backward (bytes of the tensors packed by
-  ``torch.autograd.graph.saved_tensors_hooks``, the working set of the
-  backward pass), in units of one vector of n float64.
+  differentiation: ``unrolled``, ``checkpoint`` (default segments of 1, 2,
+  3, ... iterations: 14 for 100 iterations) and ``implicit``; the memory
+  column is what autograd saves in the forward for the backward (bytes of the
+  tensors packed by ``torch.autograd.graph.saved_tensors_hooks``), in units of
+  one vector of n float64. A checkpointed segment's own tensors, saved again
+  while the backward recomputes it (at most 14 iterations' worth here), are
+  not counted.
 
 Each figure is the median of ``--repeat`` runs (default 3) after a warm-up.
 On a machine with few cores, torch's OpenMP threads spinning after a
