@@ -595,9 +595,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--spdmm-columns", type=int, default=None,
                         help="columns of X in table 2's SpDMM (default 1024)")
     parser.add_argument("--largest", type=int, default=None,
-                        help="largest N of fig. 3's SpMV and SpSpMM (default 2^20; GPU 4x)")
+                        help="largest N of fig. 3's SpMV and SpSpMM (default 2^20, GPU 4x "
+                             "that; N grows 4x from 1024)")
     parser.add_argument("--spdmm-largest", type=int, default=None,
-                        help="largest N of fig. 3's SpDMM with X N x N (default 8192)")
+                        help="largest N of fig. 3's SpDMM with X N x N (default 4096; "
+                             "N grows 4x from 256)")
     parser.add_argument("--dense-sizes", type=int, nargs="+", default=None,
                         help="N of the dense scaling run (default 1024 2048 4096 8192)")
     parser.add_argument("--dense-memory", type=float, default=None,
@@ -610,7 +612,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     quick = args.quick
     defaults = {"n": 4096 if quick else 32768, "spdmm_columns": 64 if quick else 1024,
                 "largest": 2 ** 14 if quick else 2 ** 20,
-                "spdmm_largest": 512 if quick else 8192,
+                "spdmm_largest": 512 if quick else 4096,
                 "dense_sizes": [128, 256, 512] if quick else [1024, 2048, 4096, 8192],
                 "dense_budget": 1.0 if quick else 30.0}
     for name, value in defaults.items():
