@@ -47,14 +47,12 @@ import argparse
 import math
 import os
 import sys
-import time
 from typing import Callable
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ops import (NOT_RUN, Case, Timing, format_time, machine_info, markdown_table,  # noqa: E402
+from ops import (NOT_RUN, Case, Timing, fit, format_time, machine_info, markdown_table,  # noqa: E402
                  text_table)
 
 import learnsolve as ls  # noqa: E402
@@ -210,12 +208,8 @@ def sizes(kind: str, quick: bool, largest: int) -> list[int]:
 
 
 def slope(ns: list[int], times: list) -> str:
-    points = [(math.log(n), math.log(t)) for n, t in zip(ns, times)
-              if isinstance(t, float) and n >= 4096]
-    if len(points) < 2:
-        return NOT_RUN
-    x, y = np.array(points).T
-    return f"{np.polyfit(x, y, 1)[0]:.2f}"
+    line = fit(ns, times, smallest=4096)
+    return NOT_RUN if line is None else f"{line[0]:.2f}"
 
 
 def run(name: str, args, timing: Timing) -> tuple[str, list[int], list, list]:

@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import os
 import re
 import sys
@@ -83,7 +82,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ops import (NOT_RUN, Case, Timing, format_time, machine_info, markdown_table,  # noqa: E402
+from ops import (NOT_RUN, Case, Timing, fit, format_time, machine_info, markdown_table,  # noqa: E402
                  text_table)
 
 from learnsolve import Trainer  # noqa: E402
@@ -286,12 +285,8 @@ def run_scaling(args, timing: Timing) -> dict:
 
 
 def slope(ns: list[int], times: list) -> str:
-    points = [(math.log(n), math.log(t)) for n, t in zip(ns, times)
-              if isinstance(t, float) and n >= SLOPE_FROM]
-    if len(points) < 2:
-        return NOT_RUN
-    x, y = np.array(points).T
-    return f"{np.polyfit(x, y, 1)[0]:.2f}"
+    line = fit(ns, times, smallest=SLOPE_FROM)
+    return NOT_RUN if line is None else f"{line[0]:.2f}"
 
 
 def scaling_table(result: dict) -> tuple[list[str], list[list[str]]]:

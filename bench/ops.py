@@ -155,7 +155,7 @@ def _values(out) -> torch.Tensor:
     return out
 
 
-def _leaf(tensor: torch.Tensor) -> torch.Tensor:
+def leaf(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().clone().requires_grad_()
 
 
@@ -185,11 +185,11 @@ def dense_inputs(n: int, device) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- cases
 
 def learnsolve_cases(A: ls.CSRMatrix, inputs: dict) -> dict[str, Case]:
-    values = _leaf(A.values)
+    values = leaf(A.values)
     A = A.with_values(values)
-    values_t = _leaf(A.T.values)
+    values_t = leaf(A.T.values)
     B = A.T.with_values(values_t)
-    x, X, Y = (_leaf(inputs[k]) for k in ("x", "X", "Y"))
+    x, X, Y = (leaf(inputs[k]) for k in ("x", "X", "Y"))
 
     def spgemm_first():
         F = _fresh(A)
@@ -211,10 +211,10 @@ def learnsolve_cases(A: ls.CSRMatrix, inputs: dict) -> dict[str, Case]:
 def torch_sparse_cases(A: ls.CSRMatrix, inputs: dict) -> dict[str, Case]:
     """torch.sparse CSR tensors; ``torch.sparse.mm`` for SpMV/SpMM keeps the
     gradient of ``A`` sparse (``S @ x`` would give a dense one)."""
-    S = _leaf(A.to_torch())
-    S_t = _leaf(A.T.to_torch())
+    S = leaf(A.to_torch())
+    S_t = leaf(A.T.to_torch())
     mask = A.to_torch().detach()
-    x, X, Y = (_leaf(inputs[k]) for k in ("x", "X", "Y"))
+    x, X, Y = (leaf(inputs[k]) for k in ("x", "X", "Y"))
     return {
         "spmv": Case(lambda: torch.sparse.mm(S, x.unsqueeze(1)).squeeze(1), (S, x)),
         "spmm": Case(lambda: torch.sparse.mm(S, X), (S, X)),
@@ -226,10 +226,10 @@ def torch_sparse_cases(A: ls.CSRMatrix, inputs: dict) -> dict[str, Case]:
 
 
 def dense_cases(A: ls.CSRMatrix, inputs: dict) -> dict[str, Case]:
-    D = _leaf(A.to_dense())
-    D_t = _leaf(D.T.contiguous())
+    D = leaf(A.to_dense())
+    D_t = leaf(D.T.contiguous())
     mask = (D.detach() != 0).to(D.dtype)
-    x, X, Y = (_leaf(inputs[k]) for k in ("x", "X", "Y"))
+    x, X, Y = (leaf(inputs[k]) for k in ("x", "X", "Y"))
     return {
         "spmv": Case(lambda: D @ x, (D, x)),
         "spmm": Case(lambda: D @ X, (D, X)),
@@ -344,6 +344,21 @@ def gradient_sizes(A: ls.CSRMatrix) -> list[list[str]]:
 
 
 # ----------------------------------------------------------------------------- tables
+
+def fit(sizes: list[int], seconds: list, smallest: int = 0,
+        last: int | None = None) -> tuple[float, float] | None:
+    """Least-squares ``(slope, intercept)`` of log(seconds) against log(size) over the
+    sizes from ``smallest`` up, the ``last`` largest of them measured (all by
+    default); None with fewer than two measured."""
+    points = [(n, t) for n, t in zip(sizes, seconds)
+              if n >= smallest and isinstance(t, float) and t > 0]
+    points = points[-last:] if last else points
+    if len(points) < 2:
+        return None
+    x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(slope), float(intercept)
+
 
 def format_time(seconds) -> str:
     if isinstance(seconds, str):

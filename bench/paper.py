@@ -86,8 +86,8 @@ import scipy.sparse.linalg
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ops import (FAILED, NOT_RUN, Case, Timing, attempt, format_time,  # noqa: E402
-                 machine_info, markdown_table, text_table)
+from ops import (FAILED, NOT_RUN, Case, Timing, attempt, fit, format_time,  # noqa: E402
+                 leaf, machine_info, markdown_table, poisson_1d, text_table)
 
 import learnsolve as ls  # noqa: E402
 from learnsolve.linalg import spsolve_triangular  # noqa: E402
@@ -168,18 +168,9 @@ def predict(op: str, sizes: list[int], times: list, n: int) -> Predicted | None:
 
 # ----------------------------------------------------------------------------- inputs
 
-def poisson_1d(n: int, device) -> ls.CSRMatrix:
-    """A_N of eq. 29."""
-    return ls.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(n, n), dtype=F64, device=device)
-
-
 def _random(shape, device, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=generator, dtype=F64).to(device)
-
-
-def _leaf(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().clone().requires_grad_()
 
 
 # ----------------------------------------------------------------------------- cases
@@ -189,28 +180,28 @@ def learnsolve_cases(A: ls.CSRMatrix, columns: int) -> dict[str, Factory]:
     n, device = A.shape[0], A.device
 
     def spmv():
-        values, x = _leaf(A.values), _leaf(_random(n, device, 1))
+        values, x = leaf(A.values), leaf(_random(n, device, 1))
         B = A.with_values(values)
         return Case(lambda: B @ x, (values, x))
 
     def spspmm():
-        values = _leaf(A.values)
+        values = leaf(A.values)
         B = A.with_values(values)
         return Case(lambda: B @ B, (values,))
 
     def spdmm():
-        values, X = _leaf(A.values), _leaf(_random((n, columns), device, 2))
+        values, X = leaf(A.values), leaf(_random((n, columns), device, 2))
         B = A.with_values(values)
         return Case(lambda: B @ X, (values, X))
 
     def add():
-        first, second = _leaf(A.values), _leaf(_random(A.nnz, device, 3))
+        first, second = leaf(A.values), leaf(_random(A.nnz, device, 3))
         B, C = A.with_values(first), A.with_values(second)
         return Case(lambda: B + C, (first, second))
 
     def trsv():
         lower = A.tril()
-        values, b = _leaf(lower.values), _leaf(_random(n, device, 4))
+        values, b = leaf(lower.values), leaf(_random(n, device, 4))
         L = lower.with_values(values)
         return Case(lambda: spsolve_triangular(L, b, lower=True), (values, b))
 
@@ -238,24 +229,24 @@ def torch_sparse_cases(A: ls.CSRMatrix, columns: int) -> dict[str, Factory]:
     n, device = A.shape[0], A.device
 
     def spmv():
-        S, x = _leaf(A.to_torch()), _leaf(_random(n, device, 1))
+        S, x = leaf(A.to_torch()), leaf(_random(n, device, 1))
         return Case(lambda: torch.sparse.mm(S, x.unsqueeze(1)).squeeze(1), (S, x))
 
     def spspmm():
-        S = _leaf(A.to_torch())
+        S = leaf(A.to_torch())
         return Case(lambda: S @ S, (S,))
 
     def spdmm():
-        S, X = _leaf(A.to_torch()), _leaf(_random((n, columns), device, 2))
+        S, X = leaf(A.to_torch()), leaf(_random((n, columns), device, 2))
         return Case(lambda: torch.sparse.mm(S, X), (S, X))
 
     def add():
-        S = _leaf(A.to_torch())
-        C = _leaf(A.with_values(_random(A.nnz, device, 3)).to_torch())
+        S = leaf(A.to_torch())
+        C = leaf(A.with_values(_random(A.nnz, device, 3)).to_torch())
         return Case(lambda: S + C, (S, C))
 
     def trsv():
-        L, b = _leaf(A.tril().to_torch()), _leaf(_random((n, 1), device, 4))
+        L, b = leaf(A.tril().to_torch()), leaf(_random((n, 1), device, 4))
         return Case(lambda: torch.triangular_solve(b, L, upper=False).solution, (L, b))
 
     return {"spmv": spmv, "spspmm": spspmm, "spdmm": spdmm, "add": add, "trsv": trsv}
@@ -270,7 +261,7 @@ def dense_cases(A: ls.CSRMatrix, columns: int) -> dict[str, Factory]:
         return A.to_dense().requires_grad_()
 
     def spmv():
-        D, x = matrix(), _leaf(_random(n, device, 1))
+        D, x = matrix(), leaf(_random(n, device, 1))
         return Case(lambda: D @ x, (D, x))
 
     def spspmm():
@@ -283,7 +274,7 @@ def dense_cases(A: ls.CSRMatrix, columns: int) -> dict[str, Factory]:
         return Case(lambda: D + C, (D, C))
 
     def trsv():
-        L, b = A.tril().to_dense().requires_grad_(), _leaf(_random((n, 1), device, 4))
+        L, b = A.tril().to_dense().requires_grad_(), leaf(_random((n, 1), device, 4))
         return Case(lambda: torch.linalg.solve_triangular(L, b, upper=False), (L, b))
 
     return {"spmv": spmv, "spspmm": spspmm, "add": add, "trsv": trsv}
@@ -306,18 +297,6 @@ def measure(factory: Factory, timing: Timing, passes, label: str, notes: list[st
         run = timing.forward if kind == "fwd" else timing.backward
         figures[kind] = attempt(lambda: run(case), f"{label} {kind}", notes)
     return figures
-
-
-def fit(sizes: list[int], seconds: list, last: int | None = None) -> tuple[float, float] | None:
-    """Least-squares ``(slope, intercept)`` of log(seconds) against log(size), over
-    the ``last`` largest sizes measured (all by default)."""
-    points = [(n, t) for n, t in zip(sizes, seconds) if isinstance(t, float) and t > 0]
-    points = points[-last:] if last else points
-    if len(points) < 2:
-        return None
-    x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
-    slope, intercept = np.polyfit(x, y, 1)
-    return float(slope), float(intercept)
 
 
 def dense_scaling(device: str, sizes: list[int], timing: Timing, budget: float,
@@ -508,7 +487,7 @@ def figure3_table(curves_by_device: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for device, curves in curves_by_device.items():
         for (op, kind), (nnz, times) in curves.items():
-            line = fit(nnz, times, SLOPE_POINTS)
+            line = fit(nnz, times, last=SLOPE_POINTS)
             points = ", ".join(f"{z:,}: {format_time(t)}" for z, t in zip(nnz, times))
             rows.append([device, op, kind, points, f"{line[0]:.2f}" if line else NOT_RUN])
     return header, rows
@@ -528,7 +507,7 @@ def plot_figure3(curves_by_device: dict, path: Path) -> None:
                 nnz, times = curves[op, kind]
                 points = [(z, t) for z, t in zip(nnz, times) if isinstance(t, float)]
                 if points:
-                    line = fit(*zip(*points), SLOPE_POINTS)
+                    line = fit(*zip(*points), last=SLOPE_POINTS)
                     label = f"{device.upper()} {'forward' if kind == 'fwd' else 'backward'}"
                     if line:
                         label += f" (slope {line[0]:.2f})"
