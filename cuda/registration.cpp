@@ -4,7 +4,7 @@
 //
 // Every op takes the arrays of canonical CSR patterns (int64 row pointers and
 // sorted, duplicate-free column indices): learnsolve.CSRMatrix validates them
-// once, the kernels trust them. Column indices are int64; the products of a
+// once (csr_check), the kernels trust them. Column indices are int64; the products of a
 // matrix with dense operands (spmv, spmm, sampled_matmul, spmv_backward,
 // transpose) also take the int32 copy that learnsolve caches.
 #include <Python.h>
@@ -78,5 +78,10 @@ TORCH_LIBRARY(learnsolve, m) {
         "Tensor level_ptr, Tensor level_rows, Tensor diag, bool lower, bool unit_diagonal, "
         "Tensor t_crow, Tensor t_col, Tensor t_perm, bool transpose) -> (Tensor, Tensor)");
   m.def("ic0(Tensor crow, Tensor col, Tensor values) -> Tensor");
+  // The structure check of index arrays from outside (the one op that does not
+  // trust them): int64 [first row whose pointers leave [0, nnz] or decrease,
+  // first entry whose column is outside [0, ncols), first entry whose column
+  // is not above its predecessor's in the row], -1 where there is none.
+  m.def("csr_check(Tensor crow, Tensor col, int ncols) -> Tensor");
 }
 

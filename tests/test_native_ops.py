@@ -7,7 +7,7 @@ from torch.autograd import gradcheck, gradgradcheck
 from torch.library import opcheck
 
 import learnsolve as ls
-from cases import assert_close, dense_of, make, randn
+from cases import DEVICES, assert_close, dense_of, make, randn
 
 ops = torch.ops.learnsolve
 
@@ -116,3 +116,31 @@ def test_int32_and_int64_columns_agree(case):
         assert torch.equal(one, other)
     with pytest.raises(RuntimeError, match=r"spmv: expected col to have dtype int64 or int32"):
         ops.spmv(crow, col64.short(), A.values, x)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_csr_check_finds_the_first_offence_of_each_kind(device):
+    """[row whose pointers leave [0, nnz] or decrease, column out of range, entry not
+    above its predecessor in the row], -1 for none; rows with bad pointers are not read."""
+    def check(crow, col, ncols):
+        return ops.csr_check(torch.tensor(crow, device=device),
+                             torch.tensor(col, dtype=torch.long, device=device),
+                             ncols).tolist()
+    assert check([0, 2, 3], [0, 1, 1], 2) == [-1, -1, -1]
+    assert check([0, 2, 3], [0, 1, 1000000], 2) == [-1, 2, -1]
+    assert check([0, 2, 3], [1, 0, -1], 2) == [-1, 2, 1]
+    assert check([0, 2, 2, 4], [0, 0, 1, 1], 2) == [-1, -1, 1]
+    assert check([0, 5, 3], [1, 0, 1], 2) == [0, -1, -1]                 # past nnz: not read
+    assert check([0, 2, 1], [1, 0, 5], 2) == [1, -1, 1]
+    assert check([-7, 0, 3], [0, 1, 0], 2) == [0, -1, 2]
+    assert check([0], [], 0) == [-1, -1, -1]
+    rows = 100_000                                                      # several threads
+    crow = torch.arange(rows + 1, device=device) * 3
+    col = torch.arange(3 * rows, device=device) % 3                    # rows 0, 1, 2
+    col[[70_001, 150_001]] = torch.tensor([9, 0], device=device)
+    assert ops.csr_check(crow, col, 5).tolist() == [-1, 70_001, 150_001]
+
+
+def test_opcheck_csr_check():
+    S, A = make("square")
+    opcheck(ops.csr_check, (A.crow_indices, A.col_indices, 12))

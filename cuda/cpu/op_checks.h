@@ -16,6 +16,11 @@ inline void check_transpose(const at::Tensor& crow, const at::Tensor& col, int64
   check_device("transpose", crow.device(), {{"col", &col}});
 }
 
+inline void check_csr_check(const at::Tensor& crow, const at::Tensor& col, int64_t ncols) {
+  check_pattern(crow, col, "csr_check", "crow", "col");
+  TORCH_CHECK(ncols >= 0, "csr_check: expected ncols >= 0, got ", ncols);
+}
+
 inline void check_gather_scaled(const at::Tensor& source, const at::Tensor& index) {
   check_floating(source, "gather_scaled", "source");
   check_index(index, "gather_scaled", "index");

@@ -203,7 +203,7 @@ def sampled_matmul(A: CSRMatrix, X: torch.Tensor, Y: torch.Tensor) -> CSRMatrix:
 def diagonal(A: CSRMatrix, k: int = 0) -> torch.Tensor:
     """The k-th diagonal of A as a dense vector, zeros where nothing is stored."""
     m, n = A.shape
-    k = int(k)
+    k = V.check_int(k, "k")
     length = max(0, min(m, n - k) if k >= 0 else min(m + k, n))
     row = A.row_indices()
     on_diagonal = A.col_indices - row == k
@@ -214,7 +214,7 @@ def diagonal(A: CSRMatrix, k: int = 0) -> torch.Tensor:
 
 def triangle(A: CSRMatrix, k: int, lower: bool) -> CSRMatrix:
     """The entries on and below (``lower``) or above the k-th diagonal."""
-    k = int(k)
+    k = V.check_int(k, "k")
 
     def keep():
         offset = A.col_indices - A.row_indices()

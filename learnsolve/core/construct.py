@@ -92,6 +92,21 @@ def from_scipy(matrix, *, dtype: torch.dtype | None = None, device=None) -> CSRM
     zeros kept. float32 and float64 data keep their dtype unless ``dtype`` is
     given; integer or boolean data become the default float dtype.
 
+    scipy does not check its index arrays on every path (a file written
+    1-based, arrays edited in place), so they are checked here before
+    anything reads through them: the row (column) pointers of CSR (CSC) and
+    BSR input, the coordinates of COO input. Other formats are converted to
+    COO by scipy first.
+
+    Raises
+    ------
+    TypeError
+        Not a scipy sparse matrix; data that is not real float32, float64,
+        integer or boolean (float16, complex, object).
+    ValueError
+        Index arrays out of range, decreasing pointers or lengths that do not
+        fit the shape; the message names the array (``matrix.indices``, ...).
+
     Examples
     --------
     >>> import scipy.sparse as sp, learnsolve
@@ -102,35 +117,77 @@ def from_scipy(matrix, *, dtype: torch.dtype | None = None, device=None) -> CSRM
     if not sp.issparse(matrix):
         raise TypeError(f"matrix: expected a scipy.sparse matrix or array, got "
                         f"{type(matrix).__name__}")
-    if np.issubdtype(matrix.dtype, np.complexfloating):
-        raise TypeError(f"matrix: expected real data, got {matrix.dtype}")
-    csr = sp.csr_array(matrix, copy=True)
-    csr.sum_duplicates()  # also sorts the columns of each row
+    data_type = np.dtype(matrix.dtype)
+    if not (data_type in (np.float32, np.float64) or data_type == np.bool_ or
+            np.issubdtype(data_type, np.integer)):
+        raise TypeError(f"matrix: expected real data (float32, float64, integer or boolean), "
+                        f"got {data_type} (convert it with matrix.astype(numpy.float64))")
     if dtype is None:
         dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}.get(
-            csr.dtype, torch.get_default_dtype())
+            data_type, torch.get_default_dtype())
     if dtype not in V.FLOAT_DTYPES:
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
-    crow = torch.from_numpy(csr.indptr.astype(np.int64)).to(device)
-    col = torch.from_numpy(csr.indices.astype(np.int64)).to(device)
-    values = torch.from_numpy(np.asarray(csr.data)).to(device=device, dtype=dtype)
-    return CSRMatrix._from_pattern(Pattern(crow, col, csr.shape), values)
+    m, n = V.check_shape(matrix.shape, "matrix.shape")
+
+    def tensor(array, dtype=torch.int64):  # a copy: the input's arrays stay its own
+        return torch.tensor(np.asarray(array), dtype=dtype, device=device)
+
+    if matrix.format in ("csr", "csc"):
+        rows, cols = (m, n) if matrix.format == "csr" else (n, m)
+        pointers, indices = tensor(matrix.indptr), tensor(matrix.indices)
+        values = tensor(matrix.data, dtype)
+        canonical = V.check_csr_arrays(pointers, indices, values, (rows, cols), canonical=False,
+                                       names=("matrix.indptr", "matrix.indices"))
+        if matrix.format == "csr" and canonical:
+            return CSRMatrix._from_pattern(Pattern(pointers, indices, (m, n)), values)
+        major = torch.repeat_interleave(torch.arange(rows, device=pointers.device),
+                                        pointers.diff(), output_size=indices.shape[0])
+        row, col = (major, indices) if matrix.format == "csr" else (indices, major)
+        return from_coo(row, col, values, (m, n))
+    if matrix.format == "bsr":
+        blocks, bm, bn = matrix.data.shape
+        V.check_csr_arrays(tensor(matrix.indptr), tensor(matrix.indices), None,
+                           (m // max(bm, 1), n // max(bn, 1)), canonical=False,
+                           names=("matrix.indptr", "matrix.indices"))
+    coo = matrix.tocoo()
+    row, col = tensor(coo.row), tensor(coo.col)
+    if row.numel():
+        for name, index, size in (("matrix.row", row, m), ("matrix.col", col, n)):
+            if bool(((index < 0) | (index >= size)).any()):
+                raise ValueError(f"{name}: expected indices in [0, {size}) for shape {(m, n)}, "
+                                 f"got {int(index.min())}..{int(index.max())}")
+    return from_coo(row, col, tensor(coo.data, dtype), (m, n))
 
 
 def from_torch(tensor: torch.Tensor) -> CSRMatrix:
-    """A CSRMatrix from a 2-D torch sparse CSR or COO tensor (differentiable in its values)."""
+    """A CSRMatrix from a 2-D torch sparse CSR or COO tensor (differentiable in its values).
+
+    torch builds sparse tensors without checking their indices unless asked
+    (``check_invariants=False``): they are checked here before anything reads
+    through them.
+    """
     V.check_tensor(tensor, "tensor")
     if tensor.dim() != 2:
         raise ValueError(f"tensor: expected a 2-D sparse tensor, got shape {tuple(tensor.shape)}")
+    shape = tuple(tensor.shape)
     if tensor.layout == torch.sparse_csr:
         crow, col = tensor.crow_indices().long(), tensor.col_indices().long()
-        row = torch.repeat_interleave(torch.arange(tensor.shape[0], device=crow.device),
-                                      crow.diff())
-        return from_coo(row, col, tensor.values(), tuple(tensor.shape))
+        values = tensor.values()
+        if V.check_csr_arrays(crow, col, values, shape, canonical=False,
+                              names=("tensor.crow_indices()", "tensor.col_indices()")):
+            return CSRMatrix._from_pattern(Pattern(crow, col, shape), values)
+        row = torch.repeat_interleave(torch.arange(shape[0], device=crow.device), crow.diff(),
+                                      output_size=col.shape[0])
+        return from_coo(row, col, values, shape)
     if tensor.layout == torch.sparse_coo:
+        indices = tensor._indices()
+        for name, index, size in (("row", indices[0], shape[0]), ("column", indices[1], shape[1])):
+            if index.numel() and bool(((index < 0) | (index >= size)).any()):
+                raise ValueError(f"tensor: expected {name} indices in [0, {size}) for shape "
+                                 f"{shape}, got {int(index.min())}..{int(index.max())}")
         tensor = tensor.coalesce()
         row, col = tensor.indices()
-        return from_coo(row, col, tensor.values(), tuple(tensor.shape))
+        return from_coo(row, col, tensor.values(), shape)
     raise TypeError(f"tensor: expected layout sparse_csr or sparse_coo, got {tensor.layout}")
 
 
@@ -173,7 +230,7 @@ def diag(v: torch.Tensor, k: int = 0) -> CSRMatrix:
             [0., 0., 0.]])
     """
     v = V.check_values(v, "v")
-    k = int(k)
+    k = V.check_int(k, "k")
     n = v.shape[0] + abs(k)
     index = torch.arange(v.shape[0], device=v.device)
     rows, cols = (index, index + k) if k >= 0 else (index - k, index)
@@ -203,9 +260,9 @@ def diags(diagonals, offsets: int | Sequence[int] = 0, shape: tuple[int, int] | 
             [ 1., -2.,  1.],
             [ 0.,  1., -2.]])
     """
-    if isinstance(offsets, numbers.Integral):
-        diagonals, offsets = [diagonals], [int(offsets)]
-    offsets = [int(k) for k in offsets]
+    if isinstance(offsets, (numbers.Number, torch.Tensor)):
+        diagonals, offsets = [diagonals], [offsets]
+    offsets = [V.check_int(k, "offsets") for k in offsets]
     if len(diagonals) != len(offsets):
         raise ValueError(f"diagonals, offsets: expected one offset per diagonal, got "
                          f"{len(diagonals)} diagonals and {len(offsets)} offsets")

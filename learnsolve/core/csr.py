@@ -36,8 +36,13 @@ class CSRMatrix:
     shape : tuple of int
         ``(rows, cols)``.
     check : bool, default True
-        Validate the arrays (a few vectorised passes). ``False`` skips the
-        checks, for arrays known to be canonical.
+        Check that the columns of each row are sorted and distinct. ``False``
+        skips that, for arrays known to be canonical (a kernel given unsorted
+        or duplicate columns computes a wrong answer, but reads nothing out of
+        bounds). What keeps the kernels in bounds is checked either way: the
+        lengths, the row pointers (from 0 to nnz, non-decreasing) and the
+        column range. Both are one native pass over the arrays (about 10 ms
+        per 5 million entries on one core).
 
     Raises
     ------
@@ -45,8 +50,8 @@ class CSRMatrix:
         An index array that is not integer, values not float32/float64.
     ValueError
         Lengths that do not fit ``shape``, decreasing row pointers, a column
-        out of range, unsorted or duplicate columns in a row, arrays on
-        different devices.
+        out of range, unsorted or duplicate columns in a row (with
+        ``check``), arrays on different devices or on the meta device.
 
     Examples
     --------
@@ -62,14 +67,18 @@ class CSRMatrix:
 
     def __init__(self, crow_indices: torch.Tensor, col_indices: torch.Tensor,
                  values: torch.Tensor, shape: tuple[int, int], *, check: bool = True):
-        if check:
-            crow_indices = V.check_index_tensor(crow_indices, "crow_indices")
-            col_indices = V.check_index_tensor(col_indices, "col_indices")
-            values = V.check_values(values)
-            shape = V.check_shape(shape)
-            V.check_csr_arrays(crow_indices, col_indices, values, shape)
-        self._pattern = Pattern(crow_indices, col_indices, (int(shape[0]), int(shape[1])))
+        crow_indices = V.check_index_tensor(crow_indices, "crow_indices")
+        col_indices = V.check_index_tensor(col_indices, "col_indices")
+        values = V.check_values(values)
+        shape = V.check_shape(shape)
+        V.check_csr_arrays(crow_indices, col_indices, values, shape, canonical=bool(check))
+        self._pattern = Pattern(crow_indices, col_indices, shape)
         self.values = values
+
+    def __reduce__(self):
+        # The pattern pickles without its caches; matrices that share a
+        # pattern share it again after a pickle or deep copy of both.
+        return (CSRMatrix._from_pattern, (self._pattern, self.values))
 
     @classmethod
     def _from_pattern(cls, pattern: Pattern, values: torch.Tensor) -> "CSRMatrix":
