@@ -527,8 +527,8 @@ def test_bad_input():
     A = poisson(3)
     b = torch.ones(9, dtype=F64)
     pcg = PCG()
-    with pytest.raises(TypeError, match="A: expected a learnsolve.CSRMatrix"):
-        pcg(A.to_dense(), b)
+    with pytest.raises(TypeError, match="A: expected a CSRMatrix, a scipy sparse matrix"):
+        pcg("A", b)
     with pytest.raises(ValueError, match="A: expected a square matrix"):
         pcg(ls.CSRMatrix.from_dense(torch.ones(2, 3, dtype=F64)), torch.ones(2, dtype=F64))
     with pytest.raises(ValueError, match=r"b: expected shape \(9,\) or \(9, k\)"):
@@ -549,7 +549,7 @@ def test_bad_input():
         PCG(checkpoint_segments=3)
     with pytest.raises(ValueError, match="maxiter: expected an integer >= 0"):
         PCG(maxiter=-1)
-    with pytest.raises(ValueError, match="rtol: expected a number >= 0"):
+    with pytest.raises(ValueError, match="rtol: expected a finite number >= 0"):
         PCG(rtol=-1.0)
     with pytest.raises(TypeError, match="check_spd: expected a bool"):
         PCG(check_spd="yes")
@@ -557,7 +557,7 @@ def test_bad_input():
         PCG(ls.eye(4, dtype=F64))(A, b)
     with pytest.raises(TypeError, match="M: expected dtype torch.float64"):
         PCG(ls.eye(9))(A, b)
-    with pytest.raises(TypeError, match="M: expected None, a Preconditioner, a CSRMatrix"):
+    with pytest.raises(TypeError, match="M: expected a CSRMatrix, a scipy sparse matrix"):
         PCG(3.0)(A, b)
     with pytest.raises(ValueError, match=r"M: expected M r shaped like r \(9,\), got \(8,\)"):
         PCG(lambda r: r[:8])(A, b)

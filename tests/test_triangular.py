@@ -282,3 +282,25 @@ def test_opcheck(dtype):
             x = ops.sptrsv(crow, col, A.values, b.detach(), *levels, lower, False, *t, transpose)
             opcheck(ops.sptrsv_backward, (crow, col, A.values, x, torch.ones_like(x), *levels,
                                           lower, True, *t, transpose))
+
+
+@pytest.mark.parametrize("flag", ["lower", "unit_diagonal", "transpose"])
+@pytest.mark.parametrize("value", ["no", 0, 1, None, torch.tensor(True), np.array([True])],
+                         ids=["str", "0", "1", "None", "tensor", "array"])
+def test_flags_must_be_bools(flag, value):
+    A = ls.CSRMatrix.from_scipy(_well_conditioned(4, 0.5, 7))
+    with pytest.raises(TypeError, match=f"{flag}: expected a bool, got"):
+        spsolve_triangular(A, torch.ones(4, dtype=torch.float64), **{flag: value})
+
+
+def test_levels_flag_must_be_a_bool_numpy_bools_taken():
+    A = ls.CSRMatrix.from_scipy(_well_conditioned(4, 0.5, 7))
+    with pytest.raises(TypeError, match="lower: expected a bool, got str"):
+        triangular_levels(A._pattern, "no")
+    b = torch.ones(4, dtype=torch.float64)
+    for lower in (True, False):
+        for transpose in (True, False):
+            torch.testing.assert_close(
+                spsolve_triangular(A, b, np.bool_(lower), np.bool_(False),
+                                   transpose=np.bool_(transpose)),
+                spsolve_triangular(A, b, lower, False, transpose=transpose), rtol=0, atol=0)

@@ -6,7 +6,7 @@ import torch
 from ..core._ops import ops
 from ..core.csr import CSRMatrix
 from ..core.pattern import Pattern
-from ._checks import check_rhs, check_square
+from ._checks import check_bool, check_rhs, check_square
 
 __all__ = ["spsolve_triangular", "triangular_levels"]
 
@@ -19,8 +19,9 @@ def triangular_levels(pattern: Pattern, lower: bool):
     the position of each row's diagonal entry, or -1 where none is stored.
     The transposed solve walks the same levels backwards.
     """
-    return pattern.cached(("triangular_levels", bool(lower)),
-                          lambda: ops.sptrsv_analysis(pattern.crow, pattern.col, bool(lower)))
+    lower = check_bool(lower, "lower")
+    return pattern.cached(("triangular_levels", lower),
+                          lambda: ops.sptrsv_analysis(pattern.crow, pattern.col, lower))
 
 
 def spsolve_triangular(A: CSRMatrix, b: torch.Tensor, lower: bool = True,
@@ -43,6 +44,9 @@ def spsolve_triangular(A: CSRMatrix, b: torch.Tensor, lower: bool = True,
         Solve with ``T^T`` instead, through the cached transpose of the
         pattern and the same level analysis (no copy of the values).
 
+    The three flags are Python or numpy bools; anything else (``"no"``, 0,
+    a tensor) is refused.
+
     Returns
     -------
     torch.Tensor
@@ -50,6 +54,9 @@ def spsolve_triangular(A: CSRMatrix, b: torch.Tensor, lower: bool = True,
 
     Raises
     ------
+    TypeError
+        ``A`` not a CSRMatrix, ``b`` not a tensor of ``A``'s dtype, a flag not
+        a bool.
     torch.linalg.LinAlgError
         If a diagonal entry is missing or zero (and ``unit_diagonal`` is
         False); the message names the first such row.
@@ -77,10 +84,13 @@ def spsolve_triangular(A: CSRMatrix, b: torch.Tensor, lower: bool = True,
     """
     check_square(A)
     check_rhs(A, b)
+    lower = check_bool(lower, "lower")
+    unit_diagonal = check_bool(unit_diagonal, "unit_diagonal")
+    transpose = check_bool(transpose, "transpose")
     pattern = A._pattern
     levels = triangular_levels(pattern, lower)
     needs_transpose = transpose or (torch.is_grad_enabled()
                                     and (A.values.requires_grad or b.requires_grad))
     transposed = pattern.transpose_arrays() if needs_transpose else (None,) * 3
-    return ops.sptrsv(pattern.crow, pattern.col, A.values, b, *levels, bool(lower),
-                      bool(unit_diagonal), *transposed, bool(transpose))
+    return ops.sptrsv(pattern.crow, pattern.col, A.values, b, *levels, lower, unit_diagonal,
+                      *transposed, transpose)

@@ -3,20 +3,23 @@ preconditioner interface, and the checks of their operands."""
 from __future__ import annotations
 
 import math
+import numbers
 import weakref
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from scipy.sparse.linalg import LinearOperator
 from torch import nn
 
+from ..core import validation as V
 from ..core.csr import CSRMatrix
-from ..linalg._checks import check_rhs, check_square
+from ..linalg._checks import check_rhs
+from .operators import Apply, Operator, SystemMatrix, as_operator
 
-__all__ = ["Solution", "Preconditioner", "IterativeSolver", "as_preconditioner", "check_system",
-           "matrix_of", "MatrixCache", "STATUSES"]
-
-Apply = Callable[[torch.Tensor], torch.Tensor]
+__all__ = ["Solution", "Preconditioner", "IterativeSolver", "Operator", "as_operator",
+           "as_preconditioner", "check_system", "matrix_of", "MatrixCache", "STATUSES",
+           "Apply", "SystemMatrix"]
 
 #: What :attr:`Solution.status` can be.
 STATUSES = ("converged", "maxiter", "breakdown", "diverged")
@@ -79,9 +82,27 @@ class Solution:
                 f"relative_residual={worst:.3e})")
 
 
-def check_system(A, b, x0=None) -> tuple[CSRMatrix, torch.Tensor, torch.Tensor | None]:
-    """Check ``A`` (square CSRMatrix), ``b`` and ``x0`` (shaped like ``b``)."""
-    A = check_square(A)
+def check_system(A: SystemMatrix, b, x0=None, *, matrix_free: bool = False,
+                 symmetric: bool = False
+                 ) -> tuple[CSRMatrix | Operator, torch.Tensor, torch.Tensor | None]:
+    """Check ``A`` (square), ``b`` and ``x0`` (shaped like ``b``); return ``A`` as the
+    solver uses it (:func:`as_operator`: converted once per call).
+
+    With ``matrix_free`` a solver that needs only products takes an ``A``
+    without entries (an :class:`Operator`); otherwise one is refused.
+    ``symmetric``: the solver requires a symmetric ``A`` (see
+    :func:`as_operator`).
+    """
+    V.check_tensor(b, "b")
+    if b.dtype not in V.FLOAT_DTYPES:
+        raise TypeError(f"b: expected dtype float32 or float64, got {b.dtype}")
+    if b.dim() not in (1, 2):
+        raise ValueError(f"b: expected shape (n,) or (n, k), got {tuple(b.shape)}")
+    given = type(A).__name__
+    A = as_operator(A, b, symmetric=symmetric)
+    if not matrix_free and not isinstance(A, CSRMatrix):
+        raise TypeError(f"A: expected a matrix with its entries (a CSRMatrix, a scipy sparse "
+                        f"matrix or a torch sparse tensor), got a matrix-free {given}")
     b = check_rhs(A, b)
     if x0 is not None:
         x0 = check_rhs(A, x0, "x0")
@@ -116,30 +137,36 @@ class Preconditioner(nn.Module):
         raise NotImplementedError
 
 
-def as_preconditioner(M, A: CSRMatrix, *, symmetric: bool = False) -> Apply | None:
+def as_preconditioner(M, A: CSRMatrix | Operator, *, symmetric: bool = False) -> Apply | None:
     """The map ``r -> M r`` for the ``M`` argument of a solver.
 
     ``M`` may be None (no preconditioner: returns None), a module or object
-    with ``setup(A)`` (a :class:`Preconditioner`), a CSRMatrix (applied as a
-    sparse product) or a callable ``r -> M r``. With ``symmetric=True`` (a
-    Krylov method that needs a symmetric ``M``, as CG) an object that also
-    has ``setup_symmetric(A)`` (a nonsymmetric preconditioner with a
-    symmetric variant, as restricted additive Schwarz) gives that one.
+    with ``setup(A)`` (a :class:`Preconditioner`), a callable ``r -> M r``, or
+    anything :func:`as_operator` takes as a matrix of ``A``'s shape, dtype and
+    device (a CSRMatrix, applied as a sparse product; a scipy sparse matrix or
+    LinearOperator; a torch tensor). With ``symmetric=True`` (a Krylov method
+    that needs a symmetric ``M``, as CG) an object that also has
+    ``setup_symmetric(A)`` (a nonsymmetric preconditioner with a symmetric
+    variant, as restricted additive Schwarz) gives that one.
+
+    A preconditioner set up from ``A`` needs its entries: with a matrix-free
+    ``A`` (an :class:`Operator`) it is refused with a TypeError.
     """
     if M is None:
         return None
-    if symmetric and hasattr(M, "setup_symmetric"):
-        return M.setup_symmetric(A)
-    if hasattr(M, "setup"):
-        return M.setup(A)
-    if isinstance(M, CSRMatrix):
-        if M.shape != A.shape:
-            raise ValueError(f"M: expected the shape of A {A.shape}, got {M.shape}")
-        return M.__matmul__
-    if callable(M):
+    if hasattr(M, "setup") or (symmetric and hasattr(M, "setup_symmetric")):
+        if not isinstance(A, CSRMatrix):
+            raise TypeError(f"M: {type(M).__name__} needs A's entries; A is a matrix-free "
+                            f"operator (give M as a callable r -> M r, a matrix or a "
+                            f"LinearOperator, or A as a matrix)")
+        return M.setup_symmetric(A) if symmetric and hasattr(M, "setup_symmetric") else \
+            M.setup(A)
+    if callable(M) and not isinstance(M, LinearOperator):
         return M
-    raise TypeError(f"M: expected None, a Preconditioner, a CSRMatrix or a callable r -> M r, "
-                    f"got {type(M).__name__}")
+    operator = as_operator(M, A, name="M", shape=A.shape, symmetric=symmetric)
+    V.check_same_dtype("A", A, "M", operator)
+    V.check_same_device("A", A, "M", operator)
+    return operator.__matmul__
 
 
 class IterativeSolver(nn.Module):
@@ -150,23 +177,24 @@ class IterativeSolver(nn.Module):
     maxiter : int
         The most iterations one solve runs.
     rtol, atol : float
-        A column has converged once ``||b - A x|| <= max(rtol ||b||, atol)``
-        (scipy.sparse.linalg's rule). ``rtol = atol = 0`` runs ``maxiter``
-        iterations, as training does.
+        Finite, ``>= 0``: a column has converged once ``||b - A x|| <=
+        max(rtol ||b||, atol)`` (scipy.sparse.linalg's rule). ``rtol = atol =
+        0`` runs ``maxiter`` iterations, as training does.
     callback : callable, optional
         Called as ``callback(x)`` after each iteration.
     """
 
     def __init__(self, maxiter: int, rtol: float, atol: float, callback=None):
         super().__init__()
-        if isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 0:
+        if isinstance(maxiter, bool) or not isinstance(maxiter, numbers.Integral) or maxiter < 0:
             raise ValueError(f"maxiter: expected an integer >= 0, got {maxiter!r}")
         for name, value in (("rtol", rtol), ("atol", atol)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+                    not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
         if callback is not None and not callable(callback):
             raise TypeError(f"callback: expected a callable, got {type(callback).__name__}")
-        self.maxiter = maxiter
+        self.maxiter = int(maxiter)
         self.rtol = float(rtol)
         self.atol = float(atol)
         self.callback = callback

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..core import validation as V
 from ..core.csr import CSRMatrix
-from ..linalg._checks import check_square
-from .base import (IterativeSolver, MatrixCache, Solution, as_preconditioner, check_system,
-                   host_values, matrix_of, residual_norm, status_of)
+from ..linalg._checks import check_bool, check_square
+from .base import (IterativeSolver, MatrixCache, Operator, Solution, SystemMatrix,
+                   as_preconditioner, check_system, host_values, matrix_of, residual_norm,
+                   status_of)
 from .implicit import implicit_solve
 
 __all__ = ["PCG", "check_spd", "pcg_loss"]
@@ -140,7 +140,7 @@ class _Run:
     steps, without its checks (they would sync) or the callback.
     """
 
-    def __init__(self, A: CSRMatrix, apply_M, maxiter: int, rtol: float, atol: float,
+    def __init__(self, A: CSRMatrix | Operator, apply_M, maxiter: int, rtol: float, atol: float,
                  callback=None, segment_length: Callable[[int], int] | None = None):
         self.A, self.apply_M, self.maxiter = A, apply_M, maxiter
         self.rtol, self.atol, self.callback = rtol, atol, callback
@@ -277,7 +277,7 @@ def _trainable(M) -> bool:
     """Whether the preconditioner has values that want a gradient."""
     if isinstance(M, nn.Module):
         return any(p.requires_grad for p in M.parameters())
-    return isinstance(M, CSRMatrix) and M.requires_grad
+    return isinstance(M, (CSRMatrix, torch.Tensor)) and M.requires_grad
 
 
 class PCG(IterativeSolver):
@@ -289,9 +289,18 @@ class PCG(IterativeSolver):
     a column that has converged is frozen (its step set to 0, so it cannot
     break down) while the others go on, until all have converged.
 
+    ``A`` is a :class:`~learnsolve.CSRMatrix`, a scipy sparse matrix or a
+    torch sparse tensor (converted once per solve to a CSRMatrix; a torch
+    one keeps the gradient of its values), or a matrix-free operator: a
+    ``scipy.sparse.linalg.LinearOperator``, a dense 2-D tensor or a callable
+    ``x -> A x`` (sized by ``b``); see
+    :func:`~learnsolve.solvers.base.as_operator`. A matrix-free ``A`` takes
+    no preconditioner set up from its entries (IC(0), AMG, Jacobi, a learned
+    factor: TypeError naming ``M``), and is not checked by :func:`check_spd`.
+
     Parameters
     ----------
-    M : None, Preconditioner, CSRMatrix or callable, optional
+    M : None, Preconditioner, CSRMatrix, LinearOperator or callable, optional
         The preconditioner, an SPD approximation of ``A^{-1}`` (see
         :func:`~learnsolve.solvers.base.as_preconditioner`; one with a
         symmetric variant, ``setup_symmetric(A)``, is applied through it, as
@@ -311,7 +320,9 @@ class PCG(IterativeSolver):
         large ``maxiter``.
     check_spd : bool
         Run :func:`check_spd` on ``A`` before a solve (O(nnz); skipped for a
-        matrix that passed it before, unchanged: same values tensor and pattern).
+        matrix that passed it before, unchanged: same values tensor and
+        pattern; and for a matrix-free ``A``, which has no entries to check:
+        an indefinite one shows as a ``"breakdown"``).
     callback : callable, optional
         ``callback(x)`` after each iteration, with the detached iterate.
 
@@ -347,6 +358,15 @@ class PCG(IterativeSolver):
       is refused with ValueError), ``Solution.residuals`` is detached, and
       there are no second derivatives.
 
+    With a matrix-free ``A``: no gradient reaches a LinearOperator; one
+    reaches a dense tensor, or what a callable computes with in torch, by
+    ``"unrolled"`` and ``"checkpoint"`` only (``"implicit"`` refuses a
+    tensor that requires grad, and gives nothing to what a callable closes
+    over). Gradients to ``b`` and the preconditioner flow as above: the
+    products with a LinearOperator are differentiated with itself (A is
+    symmetric), and the adjoint solve of ``"implicit"`` uses the same
+    operator.
+
     Examples
     --------
     >>> import torch
@@ -359,13 +379,17 @@ class PCG(IterativeSolver):
     ('converged', 10)
     >>> bool(torch.linalg.vector_norm(b - A @ solution.x) <= 1e-10 * 8)
     True
+    >>> PCG(rtol=1e-10)(A.to_scipy(), b).iterations         # the same, from scipy
+    10
+    >>> PCG(rtol=1e-10)(lambda x: A @ x, b).iterations      # matrix-free
+    10
     """
 
     def __init__(self, M=None, maxiter: int | None = None, rtol: float = 1e-5,
                  atol: float = 0.0, *, differentiation: str = "unrolled",
                  checkpoint_segments: int | None = None, check_spd: bool = True, callback=None):
         super().__init__(0 if maxiter is None else maxiter, rtol, atol, callback)
-        self.maxiter = maxiter
+        self.maxiter = None if maxiter is None else self.maxiter
         if differentiation not in DIFFERENTIATION:
             raise ValueError(f"differentiation: expected one of {DIFFERENTIATION}, got "
                              f"{differentiation!r}")
@@ -378,20 +402,17 @@ class PCG(IterativeSolver):
             if differentiation != "checkpoint":
                 raise ValueError(f"checkpoint_segments: only used with differentiation="
                                  f"'checkpoint', got differentiation={differentiation!r}")
-        if not isinstance(check_spd, bool):
-            raise TypeError(f"check_spd: expected a bool, got {type(check_spd).__name__}")
         self.M = M
         self.differentiation = differentiation
         self.checkpoint_segments = checkpoint_segments
-        self.check_spd = check_spd
+        self.check_spd = check_bool(check_spd, "check_spd")
 
-    def forward(self, A: CSRMatrix, b: torch.Tensor, x0: torch.Tensor | None = None) -> Solution:
+    def forward(self, A: SystemMatrix, b: torch.Tensor, x0: torch.Tensor | None = None
+                ) -> Solution:
         """Solve ``A x = b`` (A SPD, b ``(n,)`` or ``(n, k)``) from ``x0`` (default 0)."""
-        A, b, x0 = check_system(A, b, x0)
-        if isinstance(self.M, CSRMatrix):
-            V.check_same_dtype("A", A.values, "M", self.M.values)
-            V.check_same_device("A", A.values, "M", self.M.values)
-        if self.check_spd:
+        A, b, x0 = check_system(A, b, x0, matrix_free=True, symmetric=True)
+        matrix_free = not isinstance(A, CSRMatrix)
+        if self.check_spd and not matrix_free:
             _check_spd_once(A)
         n = A.shape[0]
         maxiter = 10 * n if self.maxiter is None else self.maxiter
@@ -407,12 +428,16 @@ class PCG(IterativeSolver):
             raise ValueError("M: implicit differentiation gives no gradient to the "
                              "preconditioner, whose parameters require grad; use "
                              "differentiation='unrolled' or 'checkpoint' to train it")
+        if torch.is_grad_enabled() and matrix_free and A.requires_grad:
+            raise ValueError("A: implicit differentiation gives no gradient to a matrix-free "
+                             "A, whose tensor requires grad; use differentiation='unrolled' or "
+                             "'checkpoint', or give A as a CSRMatrix")
         with torch.no_grad():
             apply_M = as_preconditioner(self.M, A, symmetric=True)
-        matrix = A.detach()
+        matrix = A if matrix_free else A.detach()
         run = _Run(matrix, apply_M, *settings, self.callback)
         adjoint = _Run(matrix, apply_M, *settings)
-        return implicit_solve(A.values, b, x0, run, adjoint)
+        return implicit_solve(None if matrix_free else A.values, b, x0, run, adjoint)
 
     def loss(self, problem, X: torch.Tensor) -> torch.Tensor:
         """The training loss: ``pcg_loss(self, problem, X)`` (eq. 42)."""

@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..core import validation as V
 from ..core.csr import CSRMatrix
-from .base import (IterativeSolver, Solution, as_preconditioner, check_system, host_values,
-                   residual_norm, status_of)
+from .base import (IterativeSolver, Operator, Solution, SystemMatrix, as_preconditioner,
+                   check_system, host_values, residual_norm, status_of)
 
 __all__ = ["GMRES"]
 
@@ -73,7 +72,7 @@ class _Run:
     right-hand side, so that the products with the basis are batched over the
     columns; they are shaped like ``b`` to meet ``A``, ``M`` and the callback."""
 
-    def __init__(self, A: CSRMatrix, apply_M, restart: int, maxiter: int, rtol: float,
+    def __init__(self, A: CSRMatrix | Operator, apply_M, restart: int, maxiter: int, rtol: float,
                  atol: float, callback, block: bool):
         self.A, self.apply_M, self.restart, self.maxiter = A, apply_M, restart, maxiter
         self.rtol, self.atol, self.callback, self.block = rtol, atol, callback, block
@@ -226,9 +225,18 @@ class GMRES(IterativeSolver):
     least-squares problems are batched over the columns. A column whose
     residual meets the tolerance is frozen while the others go on.
 
+    ``A`` is a :class:`~learnsolve.CSRMatrix`, a scipy sparse matrix or a
+    torch sparse tensor (converted once per solve to a CSRMatrix; a torch
+    one keeps the gradient of its values), or a matrix-free operator: a
+    ``scipy.sparse.linalg.LinearOperator``, a dense 2-D tensor or a callable
+    ``x -> A x`` (sized by ``b``); see
+    :func:`~learnsolve.solvers.base.as_operator`. A matrix-free ``A`` takes
+    no preconditioner set up from its entries (IC(0), AMG, Jacobi, a learned
+    factor: TypeError naming ``M``).
+
     Parameters
     ----------
-    M : None, Preconditioner, CSRMatrix or callable, optional
+    M : None, Preconditioner, CSRMatrix, LinearOperator or callable, optional
         The preconditioner, an approximation of ``A^{-1}``, which need not be
         symmetric (see :func:`~learnsolve.solvers.base.as_preconditioner`;
         ``setup(A)`` is called once per solve). A module is a submodule: its
@@ -291,6 +299,11 @@ class GMRES(IterativeSolver):
     O(m n k) (the basis, ``Z``, one block per step: the orthogonalisation is
     checkpointed so its stacked basis is not kept, but rebuilt in the
     backward), plus what ``M`` keeps; memory grows with the cycles run.
+    With a matrix-free ``A`` no gradient reaches a LinearOperator (one
+    reaches a dense tensor, or what a callable computes with in torch);
+    gradients to ``b``, ``x0`` and the preconditioner flow through a
+    LinearOperator's products by its transpose, ``rmatvec``/``rmatmat``
+    (NotImplementedError naming the argument in the backward if it has none).
 
     Examples
     --------
@@ -304,24 +317,24 @@ class GMRES(IterativeSolver):
     'converged'
     >>> bool(torch.linalg.vector_norm(b - A @ solution.x) <= 1e-10 * 32 ** 0.5)
     True
+    >>> GMRES(restart=10, rtol=1e-10)(A.to_scipy(), b).iterations == solution.iterations
+    True
     """
 
     def __init__(self, M=None, restart: int = 30, maxiter: int | None = None,
                  rtol: float = 1e-5, atol: float = 0.0, *, callback=None):
         super().__init__(0 if maxiter is None else maxiter, rtol, atol, callback)
-        self.maxiter = maxiter
+        self.maxiter = None if maxiter is None else self.maxiter
         if isinstance(restart, bool) or not isinstance(restart, numbers.Integral) or \
                 restart < 1:
             raise ValueError(f"restart: expected an integer >= 1, got {restart!r}")
         self.M = M
         self.restart = int(restart)
 
-    def forward(self, A: CSRMatrix, b: torch.Tensor, x0: torch.Tensor | None = None) -> Solution:
+    def forward(self, A: SystemMatrix, b: torch.Tensor, x0: torch.Tensor | None = None
+                ) -> Solution:
         """Solve ``A x = b`` (b ``(n,)`` or ``(n, k)``) from ``x0`` (default 0)."""
-        A, b, x0 = check_system(A, b, x0)
-        if isinstance(self.M, CSRMatrix):
-            V.check_same_dtype("A", A.values, "M", self.M.values)
-            V.check_same_device("A", A.values, "M", self.M.values)
+        A, b, x0 = check_system(A, b, x0, matrix_free=True)
         maxiter = 10 * A.shape[0] if self.maxiter is None else self.maxiter
         run = _Run(A, as_preconditioner(self.M, A), self.restart, maxiter, self.rtol, self.atol,
                    self.callback, b.dim() == 2)

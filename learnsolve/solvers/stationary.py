@@ -30,10 +30,14 @@ def iterate(solver: IterativeSolver, A, b, x0, step: Step) -> Solution:
     residual ``r = b - A x`` meets the solver's tolerance, ``maxiter`` is
     reached, or it diverges.
 
+    ``A`` is taken as :func:`~learnsolve.solvers.base.check_system` takes it
+    for a solver that needs only products: a matrix (converted once) or a
+    matrix-free operator.
+
     Differentiable by unrolling: autograd records every iteration, so memory
     grows with the iterations run.
     """
-    A, b, x0 = check_system(A, b, x0)
+    A, b, x0 = check_system(A, b, x0, matrix_free=True)
     x = torch.zeros_like(b) if x0 is None else x0
     r = b - A @ x if x0 is not None else b
     b_norm = residual_norm(b)
