@@ -36,7 +36,9 @@ class Callback:
     ``on_epoch_start(trainer, epoch)`` and ``on_epoch_end(trainer, epoch,
     logs)`` around each epoch (``logs`` is the epoch's history entry), and
     ``on_fit_end(trainer)`` when the loop ends, however it ends short of an
-    exception.
+    exception. A ``fit`` that resumes an epoch stopped in its middle (by an
+    exception or a non-finite loss, possibly saved and loaded) calls
+    ``on_epoch_start`` for it again; ``on_epoch_end`` comes once per epoch.
 
     Examples
     --------
@@ -51,7 +53,8 @@ class Callback:
         """Called at the start of ``fit``, after the optimizer is built."""
 
     def on_epoch_start(self, trainer, epoch: int) -> None:
-        """Called before epoch ``epoch`` (counted from 0 over the whole training)."""
+        """Called before epoch ``epoch`` (counted from 0 over the whole training), and
+        again before its remaining steps when a ``fit`` resumes it in its middle."""
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
         """Called after epoch ``epoch`` with its history entry ``logs``."""
@@ -60,7 +63,9 @@ class Callback:
         """Called when ``fit`` ends (all epochs done, stopped, or a non-finite loss)."""
 
     def state_dict(self) -> dict:
-        """What a resumed training needs of this callback (default: nothing)."""
+        """What a resumed training needs of this callback (default: nothing); saved
+        by :meth:`~learnsolve.train.Trainer.save` whenever it is called, in the
+        middle of an epoch too."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
@@ -96,8 +101,10 @@ class EarlyStopping(Callback):
     mode : {"min", "max"}
         Whether smaller or larger values are better.
     restore_best : bool
-        At the end of ``fit``, put back the parameters of the best epoch (as
-        they were at its end).
+        At the end of a ``fit`` that ends the training (all epochs done, or
+        stopped by a callback), put back the parameters of the best epoch (as
+        they were at its end). Not after a non-finite loss or gradient: the
+        trainer keeps the parameters a later ``fit`` resumes from.
 
     Attributes
     ----------
@@ -179,7 +186,8 @@ class EarlyStopping(Callback):
             trainer.stop_training = True
 
     def on_fit_end(self, trainer) -> None:
-        if self.restore_best and self._best_state is not None:
+        if self.restore_best and self._best_state is not None and \
+                trainer.stop_reason_ in ("epochs", "callback"):
             trainer.model.load_state_dict(self._best_state)
 
     def state_dict(self) -> dict:

@@ -6,7 +6,8 @@ scalar Tensor``, its training loss on a block ``X`` of random vectors
 ``(n, J)`` (or any module, with a ``loss(model, problem, X)`` given to the
 trainer). The trainer draws the vectors, steps the optimizer, records the
 history, calls the callbacks, survives a non-finite loss and saves its state
-so that a training can be resumed bit for bit.
+so that a training can be resumed bit for bit, at an epoch's end or in its
+middle.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch
 RESERVED = ("epoch", "loss", "val_loss", "lr", "time")
 
 _FORMAT = "learnsolve.Trainer"
+#: Version 2 adds the progress of an epoch stopped in its middle ("progress").
+_VERSION = 2
 
 
 def _progress_bar(**kwargs):
@@ -55,9 +58,10 @@ class History(list):
     Each entry has ``epoch`` (counted from 0), ``loss`` (the mean of the
     epoch's step losses, each measured before its step), ``lr`` (the
     learning rate the epoch ran with, of the first parameter group), ``time``
-    (seconds, the epoch's steps and evaluations), ``val_loss`` (with
-    validation problems) and one value per metric. An entry's name as an
-    attribute gives its values over the epochs as a numpy array.
+    (seconds, the epoch's steps and evaluations, summed over the fits an
+    interrupted epoch ran in), ``val_loss`` (with validation problems) and
+    one value per metric. An entry's name as an attribute gives its values
+    over the epochs as a numpy array.
 
     Examples
     --------
@@ -66,7 +70,17 @@ class History(list):
     array([2., 1.])
     >>> h[-1]["loss"], h.keys()
     (1.0, ['epoch', 'loss'])
+    >>> h
+    History(2 epochs: epoch, loss; last loss 1.00e+00)
     """
+
+    def __repr__(self) -> str:
+        text = f"{len(self)} epoch{'' if len(self) == 1 else 's'}"
+        if self:
+            text += f": {', '.join(self.keys())}"
+        if self and "loss" in self[-1]:
+            text += f"; last loss {self[-1]['loss']:.2e}"
+        return f"History({text})"
 
     def keys(self) -> list[str]:
         """The names of the entries, in the order they first appear."""
@@ -93,6 +107,52 @@ class _NonFinite(Exception):
 def _mean(values) -> float:
     values = list(values)
     return math.fsum(values) / len(values)
+
+
+class _Progress:
+    """How far the epoch under way has gone: what resuming it in its middle needs.
+
+    ``order`` is the epoch's shuffled problem order, ``losses[:step]`` the
+    losses of its ``step`` steps done, ``generator`` the trainer's generator
+    state before step ``step`` draws its vectors, ``elapsed`` the seconds the
+    epoch has run. While a step runs, the model and the optimizer may be past
+    this boundary; :meth:`Trainer._rewind` brings them back.
+    """
+
+    def __init__(self, epoch: int, order: Sequence[int], generator: torch.Tensor,
+                 losses: Sequence[float] = (), elapsed: float = 0.0):
+        self.epoch, self.order, self.generator = epoch, list(order), generator
+        self.losses = list(losses)
+        self.step = len(self.losses)
+        self.elapsed = elapsed
+
+    def state_dict(self) -> dict:
+        """Numbers and lists only (the generator's state is saved with the trainer's)."""
+        return {"epoch": self.epoch, "order": self.order, "losses": self.losses[:self.step],
+                "elapsed": self.elapsed}
+
+    @classmethod
+    def from_state(cls, state: dict, generator: torch.Tensor) -> "_Progress":
+        return cls(int(state["epoch"]), state["order"], generator, state["losses"],
+                   float(state["elapsed"]))
+
+
+class _Snapshot:
+    """Copies of the model's and optimizer's states at the start of step ``step`` of the
+    epoch under way, with the generator's state before that step's draw."""
+
+    def __init__(self, progress: _Progress, model: nn.Module, optimizer: torch.optim.Optimizer):
+        self.step, self.generator = progress.step, progress.generator
+        self.model = _clone(model.state_dict())
+        self.optimizer = _clone(optimizer.state_dict())
+
+    def restore(self, progress: _Progress, model: nn.Module,
+                optimizer: torch.optim.Optimizer) -> None:
+        """Put the states back and move ``progress`` back to this step (once: the
+        optimizer may keep the copies as its own state)."""
+        model.load_state_dict(self.model)
+        optimizer.load_state_dict(self.optimizer)
+        progress.generator, progress.step = self.generator, self.step
 
 
 class Trainer:
@@ -140,6 +200,7 @@ class Trainer:
     history_ : History
         One entry per epoch done.
     epochs_done_ : int
+        The epochs done: the entries of ``history_``.
     stop_reason_ : str or None
         Why the last ``fit`` ended: ``"epochs"`` (all done), ``"callback"``
         (a callback set ``stop_training``), ``"non-finite loss"`` or
@@ -159,10 +220,28 @@ class Trainer:
     mean loss on them for vectors drawn from a generator reseeded each epoch
     (the same vectors every epoch, so epochs compare).
 
-    A non-finite loss or gradient stops training at once: the parameters and
-    optimizer state go back to those of the last step whose loss and gradient
-    were finite (from before its update), a RuntimeWarning says where it
-    happened, and the unfinished epoch is not recorded.
+    It also resumes an epoch stopped in its middle, bit for bit. An exception
+    that ends ``fit`` there (a ``KeyboardInterrupt`` in the loss, in the
+    backward pass or in the optimizer's step, say) undoes the step it
+    interrupted: the model, the optimizer and the generator go back to where
+    that step started, and the trainer keeps the epoch's order and the losses
+    of its steps done. A ``fit`` in place, or after :meth:`save` and
+    :meth:`load`, redoes that step on the same vectors and ends with the same
+    parameters, history and random stream as a training never interrupted.
+    Callbacks see ``on_epoch_start`` again for the resumed epoch. The cost is
+    one copy of the model's and the optimizer's states, taken once a step
+    when its first loss and gradient are found finite (not at the further
+    closure calls of LBFGS).
+
+    A non-finite loss or gradient stops training at once: the parameters,
+    optimizer state and random stream go back to those the last step of the
+    epoch under way with a finite loss and gradient started from (a step of
+    LBFGS whose first loss and gradient were finite goes back to its own
+    start), a RuntimeWarning says where it happened, and the unfinished epoch
+    is not recorded; a later ``fit`` continues it from there. A finished
+    epoch is never undone (its entry is written and the callbacks have seen
+    it): when an epoch's first step fails, the parameters stay as the
+    previous epoch left them.
 
     Examples
     --------
@@ -238,13 +317,18 @@ class Trainer:
         self.metrics = metrics
         self.stop_training = False
         self._callback_states = None
-        self._last_good = None
+        self._snapshot = None
 
     def __repr__(self) -> str:
         optimizer = self.optimizer if isinstance(self.optimizer, str) else \
             getattr(self.optimizer, "__name__", type(self.optimizer).__name__)
         return (f"Trainer({type(self.model).__name__}, optimizer={optimizer!r}, lr={self.lr:g}, "
                 f"epochs={self.epochs}, batch_size={self.batch_size}, seed={self.seed})")
+
+    @property
+    def epochs_done_(self) -> int:
+        """The epochs done: the entries of ``history_``."""
+        return len(self.history_)
 
     # ------------------------------------------------------------------ set-up
     def _initialize(self) -> None:
@@ -271,7 +355,7 @@ class Trainer:
         else:
             self.generator_.manual_seed(self.seed)
         self.history_ = History()
-        self.epochs_done_ = 0
+        self._progress = None
         self.stop_reason_ = None
 
     def _problems(self, problems, name: str) -> Sequence[Problem]:
@@ -298,7 +382,9 @@ class Trainer:
 
         Runs epochs ``epochs_done_ .. epochs - 1``; in each, the problems in
         an order shuffled by the trainer's generator, one optimizer step per
-        problem on a fresh block of ``batch_size`` random unit vectors.
+        problem on a fresh block of ``batch_size`` random unit vectors. An
+        epoch that an exception or a non-finite loss stopped in its middle is
+        resumed at the step it stopped at (see the Notes of :class:`Trainer`).
         ``validation`` (same forms) is where the metrics and ``val_loss`` are
         measured. Returns self.
         """
@@ -306,6 +392,10 @@ class Trainer:
         valid = None if validation is None else self._problems(validation, "validation")
         if not hasattr(self, "optimizer_"):
             self._initialize()
+        if self._progress is not None and len(self._progress.order) != len(train):
+            raise ValueError(f"problems: expected the {len(self._progress.order)} problems epoch "
+                             f"{self._progress.epoch} was stopped in the middle of, got "
+                             f"{len(train)}")
         if self.epochs_done_ >= self.epochs:
             warnings.warn(f"fit: all {self.epochs} epochs are done (epochs_done_ = "
                           f"{self.epochs_done_}); raise epochs to train further", UserWarning,
@@ -313,7 +403,6 @@ class Trainer:
             return self
         self.stop_training = False
         self.stop_reason_ = None
-        self._last_good = None
         for callback in self.callbacks:
             callback.on_fit_start(self)
         if self._callback_states is not None:
@@ -326,33 +415,38 @@ class Trainer:
             self._run(train, valid, bar)
         finally:
             bar.close()
-            self._last_good = None
+            self._snapshot = None
         for callback in self.callbacks:
             callback.on_fit_end(self)
         return self
 
     def _run(self, train, valid, bar) -> None:
-        for epoch in range(self.epochs_done_, self.epochs):
+        first = self.epochs_done_
+        for epoch in range(first, self.epochs):
             for callback in self.callbacks:
                 callback.on_epoch_start(self, epoch)
-            start = time.perf_counter()
             lr = self.optimizer_.param_groups[0]["lr"]
             self.model.train()
-            losses = []
-            for index in torch.randperm(len(train), generator=self.generator_).tolist():
-                problem = train[index]
-                X = problem.random_rhs(self.batch_size, generator=self.generator_,
-                                       distribution=self.distribution, normalize=True)
-                try:
-                    losses.append(self._step(problem, X))
-                except _NonFinite as failure:
-                    self._give_up(failure, epoch, index, problem)
-                    return
-            logs = {"epoch": epoch, "loss": _mean(losses), "lr": float(lr)}
-            logs.update(self._measure(train, valid))
-            logs["time"] = time.perf_counter() - start
+            if self._progress is None:
+                order = torch.randperm(len(train), generator=self.generator_).tolist()
+                self._progress = _Progress(epoch, order, self.generator_.get_state())
+            progress = self._progress
+            start = time.perf_counter()
+            try:
+                self._steps(train, progress)
+                logs = {"epoch": epoch, "loss": _mean(progress.losses), "lr": float(lr)}
+                logs.update(self._measure(train, valid))
+            except _NonFinite as failure:
+                self._give_up(failure, progress, train, first)
+                return
+            except BaseException:
+                self._rewind(progress)
+                raise
+            finally:
+                progress.elapsed += time.perf_counter() - start
+            logs["time"] = progress.elapsed
             self.history_.append(logs)
-            self.epochs_done_ = epoch + 1
+            self._progress = self._snapshot = None
             bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
                              if k not in ("epoch", "lr", "time")}, refresh=False)
             bar.update()
@@ -363,7 +457,19 @@ class Trainer:
                 return
         self.stop_reason_ = "epochs"
 
-    def _step(self, problem: Problem, X: torch.Tensor) -> float:
+    def _steps(self, train, progress: _Progress) -> None:
+        """The epoch's steps from ``progress.step`` on, one per problem."""
+        while progress.step < len(progress.order):
+            problem = train[progress.order[progress.step]]
+            X = problem.random_rhs(self.batch_size, generator=self.generator_,
+                                   distribution=self.distribution, normalize=True)
+            progress.losses.append(self._step(problem, X, progress))
+            # The generator's state before the step count: until the count moves
+            # on, the step's snapshot says where it started (see _rewind).
+            progress.generator = self.generator_.get_state()
+            progress.step += 1
+
+    def _step(self, problem: Problem, X: torch.Tensor, progress: _Progress) -> float:
         """One optimizer step; returns the loss before it. Raises _NonFinite."""
         optimizer = self.optimizer_
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -382,30 +488,58 @@ class Trainer:
             grads = [p.grad for p in params if p.grad is not None]
             if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
                 raise _NonFinite("gradient", value)
-            # Finite loss and gradient: these are the last good parameters.
-            self._last_good = (_clone(self.model.state_dict()), _clone(optimizer.state_dict()))
+            if not values:
+                # Finite at the step's start, before the optimizer moves anything:
+                # what undoing this step needs. The last copy goes first, so that
+                # two never coexist.
+                self._snapshot = None
+                self._snapshot = _Snapshot(progress, self.model, optimizer)
             values.append(value)
             return loss
 
         optimizer.step(closure)
         return values[0]
 
-    def _give_up(self, failure: _NonFinite, epoch: int, index: int, problem: Problem) -> None:
-        """Restore the last good state after a non-finite loss or gradient, and warn."""
+    def _rewind(self, progress: _Progress, last_good: bool = False) -> bool:
+        """Undo the step under way: back to its start (model, optimizer, generator, losses).
+
+        The model and the optimizer come from the step's snapshot where one was
+        taken (the optimizer may have moved them since), else they have not
+        moved. With ``last_good`` (after a non-finite loss or gradient), back
+        to the snapshot's step whichever it is: the last of the epoch whose
+        loss and gradient were finite at its start. Returns whether the
+        snapshot was restored.
+        """
+        snapshot, self._snapshot = self._snapshot, None
         self.optimizer_.zero_grad()
-        if self._last_good is not None:
-            model_state, optimizer_state = self._last_good
-            self.model.load_state_dict(model_state)
-            self.optimizer_.load_state_dict(optimizer_state)
+        restored = snapshot is not None and (last_good or snapshot.step == progress.step)
+        if restored:
+            snapshot.restore(progress, self.model, self.optimizer_)
+        del progress.losses[progress.step:]
+        self.generator_.set_state(progress.generator)
+        return restored
+
+    def _give_up(self, failure: _NonFinite, progress: _Progress, train, first: int) -> None:
+        """Go back to the last good step after a non-finite loss or gradient, and warn.
+
+        ``first`` is the first epoch of this fit: without a snapshot, no step
+        of it succeeded, or the failure is at the first step of a later epoch.
+        """
+        index = progress.order[progress.step]
+        problem = train[index]
+        if self._rewind(progress, last_good=True):
             kept = ("the parameters were restored to the last good ones (those the last step "
                     "with a finite loss and gradient started from)")
-        else:
+        elif progress.epoch == first:
             kept = "no step of this fit succeeded: the parameters are those it started with"
+        else:
+            kept = (f"the parameters are those epoch {progress.epoch} started with (a finished "
+                    f"epoch is not undone)")
         self.stop_reason_ = f"non-finite {failure.what}"
         name = f" ({problem.name})" if problem.name else ""
-        warnings.warn(f"Trainer.fit: non-finite {failure.what} at epoch {epoch}, problem "
-                      f"{index}{name} (loss {failure.value:g}); training stopped and {kept}",
-                      RuntimeWarning, stacklevel=4)
+        warnings.warn(f"Trainer.fit: non-finite {failure.what} at epoch {progress.epoch}, "
+                      f"problem {index}{name} (loss {failure.value:g}); training stopped and "
+                      f"{kept}", RuntimeWarning, stacklevel=4)
 
     @torch.no_grad()
     def _measure(self, train, valid) -> dict:
@@ -444,28 +578,51 @@ class Trainer:
 
     def save(self, path) -> None:
         """Save what a resumed training needs: model and optimizer state, history,
-        epochs done, the random stream and the callbacks' states.
+        the random stream, the callbacks' states and, for an epoch stopped in its
+        middle, its order and the losses of its steps done.
 
-        Only tensors, numbers, strings, lists and dicts: the file loads with
+        Saved after an exception ended ``fit``, the states are those at the
+        start of the step it interrupted (see the Notes of :class:`Trainer`),
+        so a trainer loaded with :meth:`load` redoes that step. Only tensors,
+        numbers, strings, lists and dicts: the file loads with
         ``torch.load(path, weights_only=True)``.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from learnsolve.problems import poisson_1d
+        >>> from learnsolve.solvers.jacobi import Jacobi
+        >>> def trainer():
+        ...     return Trainer(Jacobi(1.0, 8), epochs=4, seed=0, progress=False)
+        >>> path = os.path.join(tempfile.mkdtemp(), "trainer.pt")
+        >>> trainer().fit(poisson_1d(8)).save(path)
+        >>> trainer().load(path).epochs_done_
+        4
         """
         self._check_started("save")
-        torch.save({"format": _FORMAT, "version": 1,
+        progress = None if self._progress is None else self._progress.state_dict()
+        torch.save({"format": _FORMAT, "version": _VERSION,
                     "model": self.model.state_dict(),
                     "optimizer": self.optimizer_.state_dict(),
                     "history": [dict(row) for row in self.history_],
-                    "epochs_done": self.epochs_done_,
+                    "progress": progress,
                     "stop_reason": self.stop_reason_,
                     "generator": self.generator_.get_state(),
                     "callbacks": [{"type": type(c).__name__, "state": c.state_dict()}
                                   for c in self.callbacks]}, path)
 
     def load(self, path) -> "Trainer":
-        """Restore a :meth:`save`d state into this trainer (built with the same
-        arguments); the next ``fit`` continues from ``epochs_done_``. Returns self."""
+        """Restore a state written by :meth:`save` into this trainer (built with
+        the same arguments); the next ``fit`` continues from ``epochs_done_``,
+        in the middle of that epoch if it was saved there. Files of version 1
+        (saved at the end of an epoch, before version 2 of this format) load
+        too. Returns self."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise ValueError(f"path: expected a file written by Trainer.save, got {path!r}")
+        if state.get("version") not in range(1, _VERSION + 1):
+            raise ValueError(f"path: expected a Trainer.save file of version 1 to {_VERSION}, "
+                             f"got version {state.get('version')!r} ({path!r})")
         saved = [c["type"] for c in state["callbacks"]]
         mine = [type(c).__name__ for c in self.callbacks]
         if saved != mine:
@@ -474,9 +631,10 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer_.load_state_dict(state["optimizer"])
         self.history_ = History(state["history"])
-        self.epochs_done_ = int(state["epochs_done"])
         self.stop_reason_ = state["stop_reason"]
         self.generator_.set_state(state["generator"])
+        if state.get("progress") is not None:
+            self._progress = _Progress.from_state(state["progress"], self.generator_.get_state())
         self._callback_states = [c["state"] for c in state["callbacks"]]
         return self
 

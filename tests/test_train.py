@@ -134,6 +134,17 @@ def test_loss_falls_to_the_optimal_weights():
     assert np.all(h.lr == 0.02) and np.all(h.time > 0)
 
 
+def test_history_prints_short_and_stays_a_list():
+    trainer = quiet(ScalarJacobi(), epochs=3, seed=0).fit(poisson_1d(8, dtype=F64))
+    h = trainer.history_
+    assert repr(h) == str(h) == (f"History(3 epochs: epoch, loss, lr, time; last loss "
+                                 f"{h[-1]['loss']:.2e})")
+    assert repr(History()) == "History(0 epochs)"
+    assert repr(History([{"epoch": 0}])) == "History(1 epoch: epoch)"
+    assert isinstance(h, list) and len(h) == 3 and h[1]["epoch"] == 1
+    assert h == list(h) and h[:2] == [h[0], h[1]]
+
+
 def test_batches_are_unit_vectors_and_each_epoch_visits_every_problem_once():
     names = [f"p{i}" for i in range(5)]
     problems = [Problem(poisson_1d(6, dtype=F64).A, name=name) for name in names]
@@ -362,6 +373,35 @@ def test_non_finite_restores_the_optimizer_state_too():
     assert torch.equal(broken.model.w, reference.model.w)
     for a, b in zip(broken.optimizer_.state.values(), reference.optimizer_.state.values()):
         assert all(torch.equal(a[k], b[k]) for k in ("exp_avg", "exp_avg_sq", "step"))
+
+
+def test_non_finite_at_the_first_step_of_an_epoch_keeps_the_epochs_done():
+    lr = 0.125
+    model = Scripted(nan_at=2)                 # epoch 1's first step, two problems an epoch
+    trainer = quiet(model, optimizer="sgd", lr=lr, epochs=3, seed=0)
+    with pytest.warns(RuntimeWarning, match=r"non-finite loss at epoch 1, problem \d.*those "
+                                            r"epoch 1 started with"):
+        trainer.fit(problems_1d((4, 5)))
+    # Epoch 0 is done and recorded: none of its two steps is undone.
+    assert float(model.w.detach()) == -2 * lr
+    assert trainer.epochs_done_ == len(trainer.history_) == 1
+    model.nan_at = None
+    trainer.fit(problems_1d((4, 5)))                    # epochs 1 and 2: four steps
+    assert float(model.w.detach()) == -6 * lr
+    assert trainer.epochs_done_ == len(trainer.history_) == 3
+    assert trainer.history_.epoch.tolist() == [0, 1, 2]
+
+
+def test_early_stopping_keeps_the_parameters_a_non_finite_stop_resumes_from():
+    lr = 0.125
+    stop = EarlyStopping(patience=10)
+    # Two problems an epoch: epoch 0 is the best; call 5 (epoch 2's second step) fails.
+    model = Scripted([1.0, 1.0, 2.0, 2.0, 2.0, 2.0], nan_at=5)
+    trainer = quiet(model, optimizer="sgd", lr=lr, epochs=3, seed=0, callbacks=[stop])
+    with pytest.warns(RuntimeWarning, match="non-finite loss at epoch 2"):
+        trainer.fit(problems_1d((4, 5)))
+    assert stop.best_epoch_ == 0
+    assert float(model.w.detach()) == -4 * lr       # before step 4, not epoch 0's end
 
 
 def test_non_finite_at_the_first_step_keeps_the_start():
