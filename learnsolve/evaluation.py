@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -22,6 +23,11 @@ BASELINES = ("none", "jacobi", "ic0", "amg")
 #: Legend labels of the methods in the plots.
 LABELS = {"trained": "trained", "none": "no preconditioner", "jacobi": "Jacobi",
           "ic0": "IC(0)", "amg": "AMG (smoothed aggregation)"}
+
+#: The line styles and markers the methods of a plot cycle through (with the colours
+#: C0, C1, ...): curves that coincide (Jacobi and none on a constant diagonal) stay apart.
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "x")
 
 
 def as_problems(problems, name: str) -> Sequence[Problem]:
@@ -50,7 +56,10 @@ class EvaluationRow:
     that broke down in its setup: ``status == "breakdown"``, the reason in
     ``message``). ``residuals`` is the relative residual history (the worst
     column for a block right-hand side); ``index`` the problem's position
-    among those evaluated.
+    among those evaluated. ``vs_none``, for the preconditioner under test
+    where ``"none"`` was run and converged: its iterations over those without
+    a preconditioner (above 1: worse than none), ``inf`` where it did not
+    converge; None otherwise.
     """
 
     problem: str
@@ -64,6 +73,7 @@ class EvaluationRow:
     message: str = ""
     residuals: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     index: int = 0
+    vs_none: float | None = None
 
 
 class Table(Sequence):
@@ -111,12 +121,16 @@ class Evaluation(Table):
     :meth:`plot` the residual histories of one problem.
     """
 
-    COLUMNS = ("problem", "n", "method", "iterations", "converged", "relative residual",
-               "time (s)", "status")
+    COLUMNS = ("problem", "n", "method", "iterations", "vs none", "converged",
+               "relative residual", "time (s)", "status")
 
     def cells(self) -> list[list[str]]:
+        def versus(ratio):
+            if ratio is None:
+                return "-"
+            return f"{ratio:.2f}" + (" (worse)" if ratio > 1 else "")
         return [[row.problem, str(row.n), row.method,
-                 "-" if row.iterations is None else str(row.iterations),
+                 "-" if row.iterations is None else str(row.iterations), versus(row.vs_none),
                  "yes" if row.converged else "no",
                  "-" if math.isnan(row.relative_residual) else f"{row.relative_residual:.2e}",
                  f"{row.time:.3g}", row.status] for row in self.rows]
@@ -126,7 +140,11 @@ class Evaluation(Table):
 
         ``problem`` is the position of a problem among those evaluated, or
         its name (the first problem of that name). A solve that could not
-        start has no line. Draws on ``ax`` if given; returns the figure.
+        start has no line. Each method has its own colour, line style and
+        markers (:data:`LINESTYLES`, :data:`MARKERS`; those of method ``i``
+        at points ``i, i + m, ...``, ``m`` at least the number of methods),
+        so that curves that coincide stay visible. Draws on ``ax`` if given;
+        returns the figure.
         """
         names = {row.problem: row.index for row in reversed(self.rows)}
         index = names.get(problem) if isinstance(problem, str) else problem
@@ -139,9 +157,12 @@ class Evaluation(Table):
             from matplotlib.figure import Figure
             fig = Figure(figsize=(6, 4), layout="constrained")
             ax = fig.add_subplot()
-        for row in rows:
+        for i, row in enumerate(rows):
             if row.residuals.size:
-                ax.semilogy(np.arange(row.residuals.size), row.residuals,
+                every = max(len(rows), row.residuals.size // 10)
+                ax.semilogy(np.arange(row.residuals.size), row.residuals, color=f"C{i % 10}",
+                            linestyle=LINESTYLES[i % len(LINESTYLES)],
+                            marker=MARKERS[i % len(MARKERS)], markevery=(i, every),
                             label=LABELS.get(row.method, row.method))
         ax.set_xlabel("iteration")
         ax.set_ylabel(r"relative residual $\|r\| / \|b\|$")
@@ -187,6 +208,17 @@ def _solve(solver, problem: Problem, b: torch.Tensor, method: str, name: str, in
                          solution.message, relative, index)
 
 
+def _versus_none(trained: EvaluationRow, none: EvaluationRow) -> float | None:
+    """The iterations of the preconditioner under test over those without one (``inf``
+    where it did not converge), or None where the unpreconditioned solve did not
+    converge. With ``b = 0`` both converge in 0 iterations: the ratio is 0."""
+    if not none.converged:
+        return None
+    if not trained.converged:
+        return math.inf
+    return trained.iterations / max(none.iterations, 1)
+
+
 @torch.no_grad()
 def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None = None,
                             baselines: Sequence[str] = BASELINES) -> Evaluation:
@@ -216,6 +248,17 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
         One row per problem and method. A method whose setup breaks down
         (``torch.linalg.LinAlgError``, e.g. IC(0) on a matrix that is not an
         M-matrix) or that does not converge is reported as such in its row.
+        With ``"none"`` among the baselines, the row of the preconditioner
+        under test has ``vs_none``, its iterations over those without a
+        preconditioner (the column "vs none").
+
+    Warns
+    -----
+    UserWarning
+        On each problem where the preconditioner under test takes more
+        iterations than no preconditioner, or does not converge where no
+        preconditioner does (only with ``"none"`` among the baselines): the
+        warning names the problem and both iteration counts.
 
     Examples
     --------
@@ -238,11 +281,25 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
     rows = []
     for index, problem in enumerate(as_problems(problems, "problems")):
         b = problem.b if problem.b is not None else problem.random_rhs(seed=problem.seed)
+        name = problem.name or f"problem {index}"
+        solved = {}
         for method in ("trained",) + baselines:
             preconditioner = baseline(method) if method != "trained" else (
                 M.for_problem(problem) if hasattr(M, "for_problem") else M)
-            rows.append(_solve(PCG(M=preconditioner, rtol=rtol, maxiter=maxiter), problem, b,
-                               method, problem.name or f"problem {index}", index))
+            solved[method] = _solve(PCG(M=preconditioner, rtol=rtol, maxiter=maxiter), problem,
+                                    b, method, name, index)
+        rows += solved.values()
+        if "none" not in solved:
+            continue
+        trained, none = solved["trained"], solved["none"]
+        trained.vs_none = _versus_none(trained, none)
+        if trained.vs_none is not None and trained.vs_none > 1:
+            took = f"{trained.iterations} PCG iterations" if trained.converged else \
+                f"no convergence ({trained.status}: {trained.message})"
+            warnings.warn(f"compare_preconditioners: the preconditioner under test does worse "
+                          f"than none on {name!r} (n = {problem.num_nodes}): {took}, against "
+                          f"{none.iterations} PCG iterations without a preconditioner",
+                          UserWarning, stacklevel=3)
     return Evaluation(rows, rtol)
 
 

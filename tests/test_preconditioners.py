@@ -42,34 +42,68 @@ def _gradcheck_params(model, fn, *others):
 
 # ------------------------------------------------------------------ LowerFactor
 
+def _unit_factor_values(A, dtype=torch.float64, device="cpu", seed=0):
+    """Random values of L~ on tril(A) with a positive diagonal, and L~ dense."""
+    lower = A.tril()
+    values = randn(lower.nnz, dtype=dtype, device=device, seed=seed)
+    on_diagonal = lower.col_indices == lower.row_indices()
+    values = torch.where(on_diagonal, values.abs() + 0.5, values)
+    n = A.shape[0]
+    L = torch.zeros(n, n, dtype=dtype, device=device)
+    L[lower.row_indices(), lower.col_indices] = values
+    return values, L
+
+
 @pytest.mark.parametrize("columns", [None, 3])
 def test_lower_factor_matches_dense(columns, dtype, device):
     A = poisson_2d(4, dtype=dtype, device=device).A
     n = A.shape[0]
-    nnz = A.tril().nnz
-    model = LowerFactor(A, init=randn(nnz, dtype=dtype, device=device))
-    L = torch.zeros(n, n, dtype=dtype, device=device)
-    lower = A.tril()
-    L[lower.row_indices(), lower.col_indices] = model.values.detach()
+    values, unit = _unit_factor_values(A, dtype, device)
+    model = LowerFactor(A, init=values)
+    # A variable diagonal: L = D^{-1/2} L~.
+    A = A.with_values(A.values * (1.0 + A.row_indices().to(dtype) / n))
+    L = torch.diag(A.diagonal().rsqrt()) @ unit
     r = randn(n, dtype=dtype, device=device) if columns is None else randn(
         n, columns, dtype=dtype, device=device)
     z = model.setup(A)(r)
     assert z.shape == r.shape and z.dtype == dtype and z.device == r.device
     torch.testing.assert_close(z, L @ (L.T @ r), **LOOSE[dtype])
-    torch.testing.assert_close(model.factor().to_dense(), L)
-    torch.testing.assert_close(model.matrix().to_dense(), L @ L.T, **LOOSE[dtype])
+    torch.testing.assert_close(model.factor().to_dense(), unit, **LOOSE[dtype])
+    torch.testing.assert_close(model.factor(A).to_dense(), L, **LOOSE[dtype])
+    torch.testing.assert_close(model.matrix(A).to_dense(), L @ L.T, **LOOSE[dtype])
+    torch.testing.assert_close(model.matrix().to_dense(), unit @ unit.T, **LOOSE[dtype])
 
 
 def test_lower_factor_inits(dtype, device):
     A = poisson_2d(3, dtype=dtype, device=device).A
+    A = A.with_values(A.values * (1.0 + A.row_indices().to(dtype)))   # a variable diagonal
     r = randn(9, 2, dtype=dtype, device=device)
-    jacobi = LowerFactor(A).setup(A)(r)
-    assert_close(jacobi, r / A.diagonal()[:, None], dtype)          # M = D^{-1}
-    assert_close(LowerFactor(A, init="identity").setup(A)(r), r, dtype)
-    assert LowerFactor(A).values.dtype == dtype
-    # The Jacobi start is D^{-1/2} on the diagonal of L, zero elsewhere.
-    L = LowerFactor(A).factor().to_dense()
-    assert_close(L, torch.diag(A.diagonal().rsqrt()), dtype)
+    model = LowerFactor(A)
+    assert_close(model.setup(A)(r), r / A.diagonal()[:, None], dtype)     # M = D^{-1}
+    # The Jacobi start is L~ = I (stored: zeros, the diagonal as its logarithm) ...
+    assert torch.equal(model.values.detach(), torch.zeros_like(model.values))
+    assert_close(model.factor().to_dense(), torch.eye(9, dtype=dtype, device=device), dtype)
+    # ... and L = D^{-1/2} for any A, that of pattern or another one.
+    assert_close(model.factor(A).to_dense(), torch.diag(A.diagonal().rsqrt()), dtype)
+    assert_close(LowerFactor(poisson_2d(3, dtype=dtype, device=device)).setup(A)(r),
+                 r / A.diagonal()[:, None], dtype)
+    assert model.values.dtype == dtype
+    values, unit = _unit_factor_values(A, dtype, device)
+    given = LowerFactor(A, init=values)
+    assert_close(given.factor().values, values, dtype)                  # init: the values of L~
+    diagonal = A.tril().col_indices == A.tril().row_indices()
+    assert_close(given.values.detach()[diagonal], values[diagonal].log(), dtype)
+
+
+def test_lower_factor_diagonal_stays_positive():
+    """Whatever the parameter holds, the diagonal of L~ is positive: M is SPD."""
+    A = poisson_2d(4, dtype=torch.float64).A
+    model = LowerFactor(A, init=_unit_factor_values(A)[0])
+    with torch.no_grad():
+        model.values.sub_(2.0)            # a step that would take the diagonal of L~ below 0
+    L = model.factor()
+    assert bool((L.values[L.col_indices == L.row_indices()] > 0).all())
+    assert torch.linalg.eigvalsh(model.matrix(A).to_dense()).min() > 0
 
 
 @pytest.mark.parametrize("bandwidth", [0, 1, 2, 20])
@@ -80,18 +114,18 @@ def test_banded_pattern(bandwidth):
     rows, cols = torch.meshgrid(torch.arange(9), torch.arange(9), indexing="ij")
     offset = rows - cols
     band = (offset >= 0) & (offset <= bandwidth)
-    L = model.factor()
+    L = model.factor(A)
     stored = torch.zeros(9, 9, dtype=torch.bool)
     stored[L.row_indices(), L.col_indices] = True
     assert torch.equal(stored, band)
     assert_close(L.to_dense(), torch.diag(A.diagonal().rsqrt()), torch.float64)
-    assert LowerFactor.banded(poisson_2d(3), 1, init="identity").values.shape == (17,)
+    assert LowerFactor.banded(poisson_2d(3), 1).values.shape == (17,)
 
 
 def test_bidiagonal_factor_gives_tridiagonal_spd_matrix():
     A = poisson_2d(3, dtype=torch.float64).A
     model = LowerFactor.banded(A, 1, init=randn(17) + 3.0)
-    M = model.matrix().to_dense()
+    M = model.matrix(A).to_dense()
     rows, cols = torch.meshgrid(torch.arange(9), torch.arange(9), indexing="ij")
     assert torch.all(M[(rows - cols).abs() > 1] == 0)
     assert torch.linalg.eigvalsh(M).min() > 0
@@ -99,12 +133,15 @@ def test_bidiagonal_factor_gives_tridiagonal_spd_matrix():
 
 def test_lower_factor_gradcheck():
     A = poisson_2d(3, dtype=torch.float64).A
-    model = LowerFactor(A, init=randn(A.tril().nnz) + 2.0)
+    model = LowerFactor(A, init=_unit_factor_values(A)[0])
     r = randn(9, requires_grad=True)
     R = randn(9, 2, requires_grad=True, seed=1)
     assert _gradcheck_params(model, lambda v, r: model.setup(A)(r), r)
     assert _gradcheck_params(model, lambda v, R: model.setup(A)(R), R)
-    assert _gradcheck_params(model, lambda v: model.matrix().values)
+    assert _gradcheck_params(model, lambda v: model.matrix(A).values)
+    # M depends on A through its diagonal.
+    a = A.values.clone().requires_grad_()
+    assert gradcheck(lambda a: model.setup(A.with_values(a))(r.detach()), (a,))
 
 
 def test_lower_factor_follows_the_module():
@@ -117,7 +154,7 @@ def test_lower_factor_follows_the_module():
     assert LowerFactor(A).setup(A64)(r).dtype == torch.float64
     state = model.state_dict()
     assert set(state) == {"crow_indices", "col_indices", "values"}
-    copy = LowerFactor.banded(A64, 1, init="identity")
+    copy = LowerFactor.banded(A64, 1, init=torch.full((17,), 2.0, dtype=torch.float64))
     copy.load_state_dict(state)
     assert_close(copy.setup(A64)(r), r / A64.diagonal(), torch.float64)
 
@@ -131,12 +168,19 @@ def test_lower_factor_errors():
         LowerFactor(no_diagonal)
     with pytest.raises(ValueError, match="pattern: expected a square matrix"):
         LowerFactor(ls.eye(3, 4))
-    with pytest.raises(ValueError, match=r"init='jacobi': expected a positive diagonal.*row 0"):
-        LowerFactor(-A)
-    with pytest.raises(ValueError, match="init: expected 'jacobi', 'identity'"):
-        LowerFactor(A, init="ones")
+    with pytest.raises(ValueError, match=r"A: expected a positive diagonal \(the LowerFactor is "
+                                         r"scaled by it\), got a_ii = -4 in row 0"):
+        LowerFactor(A).setup(-A)
+    with pytest.raises(ValueError, match="init: expected 'jacobi' or a tensor"):
+        LowerFactor(A, init="identity")
     with pytest.raises(ValueError, match="init: expected a 1-D float tensor of 21 values"):
         LowerFactor(A, init=torch.ones(5))
+    values = torch.ones(21, dtype=torch.float64)
+    values[A.tril().col_indices == A.tril().row_indices()] = torch.tensor(
+        [1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"init: expected a positive diagonal in the values of "
+                                         r"L~ .* got 0 in row 2"):
+        LowerFactor(A, init=values)
     with pytest.raises(ValueError, match="bandwidth: expected an integer >= 0"):
         LowerFactor.banded(A, -1)
     with pytest.raises(TypeError, match="problem: expected a Problem or a CSRMatrix"):

@@ -123,6 +123,21 @@ def test_problem_set_reproducible_and_lazy():
     assert uncached[0] is not uncached[0]
 
 
+def test_factory_problems_are_named_apart():
+    s = ProblemSet(small_factory, 4, seed=0)
+    assert [p.name for p in s] == [f"2D diffusion, {n} x {n}, #{i}"
+                                   for i, n in enumerate((4, 5, 6, 4))]
+    assert s[2:][1].name.endswith(", #3")                      # the index in the whole set
+    assert s.to(torch.float32)[3].name == s[3].name
+    shared = poisson_1d(3)                                     # a factory that reuses a problem
+    t = ProblemSet(lambda seed, i: shared, 2)
+    assert [p.name for p in t] == ["1D Poisson, N = 3, #0", "1D Poisson, N = 3, #1"]
+    assert shared.name == "1D Poisson, N = 3" and t[0] is not shared
+    assert ProblemSet(lambda seed, i: Problem(ls.eye(3)), 1)[0].name == "problem, #0"
+    given = [poisson_1d(3), poisson_1d(3)]
+    assert [p.name for p in ProblemSet(given)] == ["1D Poisson, N = 3"] * 2   # kept as given
+
+
 def test_problem_set_split_and_indexing():
     s = ProblemSet(small_factory, 10, seed=1)
     train, test = s.split(0.3)

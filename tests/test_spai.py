@@ -25,8 +25,9 @@ def _random_pattern(n, density, seed, dtype=torch.float64, device="cpu"):
     return S, ls.CSRMatrix.from_scipy(S, dtype=dtype, device=device)
 
 
-def _dense_m(model):
-    return model.matrix().to_dense().detach()
+def _dense_m(model, A=None):
+    """``M = W D^{-1}`` for ``A`` (``W`` without ``A``), dense."""
+    return model.matrix(A).to_dense().detach()
 
 
 def _numpy_spai(S, P):
@@ -51,10 +52,14 @@ def _numpy_spai(S, P):
 @pytest.mark.parametrize("columns", [None, 3])
 def test_spai_apply_matches_dense(symmetric, columns, dtype, device):
     A = poisson_2d(4, dtype=dtype, device=device).A
+    sign = 1.0 - 3.0 * (A.row_indices() % 2).to(dtype)                   # diagonal of each sign
+    A = A.with_values(A.values * sign)
     _, P = _random_pattern(16, 0.2, 0, dtype, device)
     model = SPAI(P, init=randn(P.nnz, dtype=dtype, device=device), symmetric=symmetric)
-    M = _dense_m(model)
-    assert torch.equal(M != 0, P.to_dense() != 0)
+    W = _dense_m(model)
+    assert torch.equal(W != 0, P.to_dense() != 0)
+    M = _dense_m(model, A)
+    torch.testing.assert_close(M, W / A.diagonal(), **LOOSE[dtype])      # M = W D^{-1}
     r = randn(16, dtype=dtype, device=device) if columns is None else randn(
         16, columns, dtype=dtype, device=device)
     z = model.setup(A)(r)
@@ -65,9 +70,12 @@ def test_spai_apply_matches_dense(symmetric, columns, dtype, device):
 
 def test_spai_inits(dtype, device):
     A = poisson_2d(3, dtype=dtype, device=device).A
+    A = A.with_values(A.values * (1.0 + A.row_indices().to(dtype)))   # a variable diagonal
     D = A.to_dense()
-    assert torch.equal(_dense_m(SPAI(A)), (D != 0).to(dtype))             # M = mask(A)
-    assert_close(_dense_m(SPAI(A, init="jacobi")), torch.diag(1 / D.diagonal()), dtype)
+    mask = (D != 0).to(dtype)
+    assert torch.equal(_dense_m(SPAI(A)), mask)                          # W = mask(A)
+    assert_close(_dense_m(SPAI(A), A), mask / D.diagonal(), dtype)       # M = mask(A) D^{-1}
+    assert_close(_dense_m(SPAI(A, init="jacobi"), A), torch.diag(1 / D.diagonal()), dtype)
     values = randn(A.nnz, dtype=dtype, device=device)
     assert_close(SPAI(A, init=values).values.detach(), values, dtype)
     assert SPAI(A).values.dtype == dtype and SPAI(A).values.device == A.device
@@ -95,8 +103,9 @@ def test_spai_errors():
                                          "row, row 1 has none"):
         SPAI(_random_pattern(6, 0.4, 0)[1], init="jacobi")
     zero = ls.CSRMatrix(torch.arange(4), torch.arange(3), torch.tensor([1.0, 0.0, 2.0]), (3, 3))
-    with pytest.raises(ValueError, match=r"init='jacobi': expected a nonzero diagonal.*row 1"):
-        SPAI(zero, init="jacobi")
+    with pytest.raises(ValueError, match=r"A: expected a nonzero diagonal \(the SPAI is scaled "
+                                         r"by it\), got a_ii = 0 in row 1"):
+        SPAI(zero, init="jacobi").setup(zero)
     with pytest.raises(ValueError, match="pattern: expected a square matrix"):
         SPAI(ls.eye(2, 3))
     with pytest.raises(TypeError, match="symmetric: expected a bool"):
@@ -114,13 +123,13 @@ def test_spai_loss_matches_dense(pattern, dtype, device):
     A = poisson_2d(4, dtype=dtype, device=device).A
     P = A if pattern == "A" else _random_pattern(16, 0.2, 1, dtype, device)[1]
     model = SPAI(P, init=randn(P.nnz, dtype=dtype, device=device) / 4)
-    M, D = _dense_m(model), A.to_dense()
+    M, D = _dense_m(model, A), A.to_dense()
     expected = torch.sum((torch.eye(16, dtype=dtype, device=device) - M @ D) ** 2)
     loss = spai_loss(model, A)
     assert loss.dim() == 0 and loss.dtype == dtype and loss.device == A.device
     torch.testing.assert_close(loss, expected, **LOOSE[dtype])
     torch.testing.assert_close(model.loss(A, randn(16, 2, dtype=dtype, device=device)), loss)
-    torch.testing.assert_close(spai_loss(model.matrix(), A), loss)
+    torch.testing.assert_close(spai_loss(model.matrix(A), A), loss)
     symmetric = SPAI(P, init=model.values.detach(), symmetric=True)
     S = (M + M.T) / 2
     torch.testing.assert_close(spai_loss(symmetric, A),
@@ -191,12 +200,17 @@ def test_spai_classical_errors():
 
 
 def test_gradient_descent_reaches_the_classical_spai():
-    """The paper's fig. 19: Adam on ||I - M A||_F^2 from M = mask(A) (2D Poisson
-    8 x 8) comes within a few percent of the classical SPAI's loss."""
+    """The paper's fig. 19: Adam on ||I - M A||_F^2 (2D Poisson 8 x 8) comes within
+    a few percent of the classical SPAI's loss, and to its values. The start is
+    the paper's M = mask(A): W = mask(A) D, as M = W D^{-1} (here D = 4 I);
+    Adam's steps in W are those of lr / 4 in M."""
     problem = poisson_2d(8, dtype=torch.float64)
-    best = float(spai_loss(spai_classical(problem.A), problem))
-    model = SPAI(problem)
-    optimiser = torch.optim.Adam(model.parameters(), lr=0.05)
+    classical = spai_classical(problem.A)
+    best = float(spai_loss(classical, problem))
+    A = problem.A
+    model = SPAI(problem, init=A.diagonal()[A.col_indices])               # M = mask(A)
+    assert torch.equal(model.matrix(A).values, torch.ones_like(A.values))
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.05 * 4)
     start = float(model.loss(problem, None).detach())
     for _ in range(200):
         optimiser.zero_grad()
@@ -206,3 +220,5 @@ def test_gradient_descent_reaches_the_classical_spai():
     final = float(spai_loss(model, problem).detach())
     assert start > 100 * best
     assert best <= final < 1.03 * best
+    M = model.matrix(problem.A).detach()
+    assert float((M.values - classical.values).norm() / classical.values.norm()) < 1e-3

@@ -300,6 +300,32 @@ def _child_seed(seed: int, index: int) -> int:
     return int(state >> np.uint64(1))  # < 2**63: fits torch.Generator.manual_seed
 
 
+class _FactoryProblem:
+    """Problem ``i`` of a factory set: ``factory(seed_i, i)``, renamed ``"<name>, #i"``.
+    A class rather than a closure, so that a set pickles where its factory does."""
+
+    def __init__(self, factory: Callable[[int, int], Problem], seed: int):
+        self.factory, self.seed = factory, seed
+
+    def __call__(self, i: int) -> Problem:
+        problem = self.factory(_child_seed(self.seed, i), i)
+        if not isinstance(problem, Problem):
+            raise TypeError(f"factory: expected it to return a Problem, got "
+                            f"{type(problem).__name__} for index {i}")
+        return dataclasses.replace(problem, name=f"{problem.name or 'problem'}, #{i}",
+                                   info=dict(problem.info))
+
+
+class _MovedProblem:
+    """Problem ``i`` of a set, moved or converted by ``Problem.to`` (picklable)."""
+
+    def __init__(self, get: Callable[[int], Problem], args: tuple, kwargs: dict):
+        self.get, self.args, self.kwargs = get, args, kwargs
+
+    def __call__(self, i: int) -> Problem:
+        return self.get(i).to(*self.args, **self.kwargs)
+
+
 class ProblemSet(Sequence):
     """A reproducible collection of problems: a distribution to train over.
 
@@ -307,8 +333,11 @@ class ProblemSet(Sequence):
     index) -> Problem`` and a count. Problem ``i`` of a factory set is
     ``factory(seed_i, i)`` with ``seed_i`` derived from the set's ``seed`` and
     ``i`` alone (``numpy.random.SeedSequence(seed, spawn_key=(i,))``), so it is
-    the same in every run, in every subset, and whatever ``count`` is. Factory
-    problems are made when first accessed and kept (``cache=True``).
+    the same in every run, in every subset, and whatever ``count`` is; its
+    name is the factory's with ``", #i"`` appended, so that the problems of
+    a set, often all of one kind and size, are told apart (in evaluation
+    tables and plots). Factory problems are made when first accessed and
+    kept (``cache=True``). Problems given as a list keep their names.
 
     A set is a sequence: ``len``, iteration, ``set[i]``, ``set[a:b]`` and
     ``set[[i, j]]`` (subsets are sets sharing the cache).
@@ -325,6 +354,9 @@ class ProblemSet(Sequence):
     (8, 2)
     >>> bool(torch.equal(ProblemSet(make, 3, seed=0)[1].A.values, problems[1].A.values))
     True
+    >>> from learnsolve.problems import random_grid_problem
+    >>> [p.name for p in ProblemSet(random_grid_problem, 2, seed=0)]
+    ['2D diffusion, 32 x 32, #0', '2D diffusion, 32 x 32, #1']
     """
 
     def __init__(self, source: Callable[[int, int], Problem] | Sequence[Problem],
@@ -335,15 +367,7 @@ class ProblemSet(Sequence):
                 raise ValueError("count: expected the number of problems to make with the "
                                  "factory")
             count = check_count(count, "count", 0)
-            factory = source
-
-            def make(i: int) -> Problem:
-                problem = factory(_child_seed(self.seed, i), i)
-                if not isinstance(problem, Problem):
-                    raise TypeError(f"factory: expected it to return a Problem, got "
-                                    f"{type(problem).__name__} for index {i}")
-                return problem
-            self._make = make
+            self._make = _FactoryProblem(source, self.seed)
         else:
             problems = list(source)
             for i, p in enumerate(problems):
@@ -422,11 +446,7 @@ class ProblemSet(Sequence):
 
     def to(self, *args, **kwargs) -> "ProblemSet":
         """The same set with each problem moved/converted by ``Problem.to`` (lazily)."""
-        get = self._get
-
-        def make(i: int) -> Problem:
-            return get(i).to(*args, **kwargs)
-        return ProblemSet._view(self, self._indices, make=make,
+        return ProblemSet._view(self, self._indices, make=_MovedProblem(self._get, args, kwargs),
                                 cache={} if self._cache is not None else None)
 
     def __repr__(self) -> str:

@@ -1,5 +1,6 @@
-"""Factored preconditioners ``M = L L^T``: a learned lower factor (paper section 4.3)
-and the incomplete Cholesky factorisation IC(0), a fixed baseline."""
+"""Factored preconditioners ``M = L L^T``: a learned lower factor scaled by ``A``'s
+diagonal (paper section 4.3), an approximate inverse applied by products, and the
+incomplete Cholesky factorisation IC(0), a fixed baseline applied by triangular solves."""
 from __future__ import annotations
 
 import torch
@@ -46,6 +47,20 @@ def diagonal_positions(A: CSRMatrix, name: str) -> torch.Tensor:
     return position
 
 
+def scaling_diagonal(A: CSRMatrix, module: nn.Module, *, positive: bool) -> torch.Tensor:
+    """``diag(A)``, the scale a learned preconditioner's values are relative to
+    (differentiable): ValueError naming the first row whose entry is zero or
+    missing, or with ``positive`` not positive."""
+    d = A.diagonal()
+    bad = torch.nonzero(~(d.detach() > 0) if positive else d.detach() == 0)
+    if bad.numel():
+        i = int(bad[0, 0])
+        raise ValueError(f"A: expected a {'positive' if positive else 'nonzero'} diagonal (the "
+                         f"{type(module).__name__} is scaled by it), got a_ii = "
+                         f"{float(d[i]):g} in row {i}")
+    return d
+
+
 def check_init_values(init: torch.Tensor, nnz: int, like: torch.Tensor, what: str
                       ) -> torch.Tensor:
     """Initial values given as a tensor: 1-D float of length ``nnz``, copied onto
@@ -83,48 +98,71 @@ class SparseParameter(Preconditioner):
             lambda: Pattern(self.crow_indices, self.col_indices, self.shape))
         return CSRMatrix._from_pattern(pattern, self.values if values is None else values)
 
-    def sparse_for(self, A) -> CSRMatrix:
-        """The matrix in ``A``'s dtype, after checking ``A``'s shape and device."""
-        A = check_operator_matrix(self, A, self.shape, self.values)
-        return self.sparse(self.values.to(A.dtype))
+    def check_matrix(self, A) -> CSRMatrix:
+        """``A`` after checking its shape and device against the module's."""
+        return check_operator_matrix(self, A, self.shape, self.values)
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, nnz={self.col_indices.shape[0]}"
 
 
 class LowerFactor(SparseParameter):
-    """``M = L L^T`` with ``L`` lower triangular on a given pattern, learned.
+    """``M = L L^T`` with ``L = D^{-1/2} L~``: ``L~`` lower triangular on a given
+    pattern, learned, and ``D = diag(A)`` of the matrix ``M`` is set up for.
 
-    The paper's learned PCG preconditioner (section 4.3, eq. 41): the values
-    of ``L`` are one ``nn.Parameter``; :meth:`setup` returns ``r -> L (L^T r)``,
-    two sparse products, differentiable in the values of ``L`` and in ``r``.
-    ``M`` is symmetric positive definite whenever no diagonal entry of ``L``
-    is zero (``L`` is then nonsingular), so PCG can use it; nothing keeps a
-    diagonal entry from crossing zero during training, but a preconditioner
-    near singular preconditions badly, so the optimisation avoids it.
+    The paper's learned PCG preconditioner (section 4.3, eq. 41), made
+    independent of the scale of ``A``: ``L~`` is the factor for the
+    Jacobi-scaled matrix ``D^{-1/2} A D^{-1/2}`` (unit diagonal), and
+
+        M = D^{-1/2} L~ L~^T D^{-1/2},        D = diag(A).
+
+    :meth:`setup` returns ``r -> L (L^T r)``, two sparse products,
+    differentiable in the parameter, in ``r`` and in ``A``'s diagonal.
+
+    ``M`` is an approximate inverse (``M ≈ A^{-1}``, applied by products, no
+    solves) on the pattern of ``tril(A)``: ``L`` approximates a factor of
+    ``A^{-1}``, not of ``A``. It cannot represent IC(0), whose preconditioner
+    ``(L_0 L_0^T)^{-1}`` has the factor ``L_0^{-T}``, dense in general;
+    started from IC(0)'s values it gives ``M ≈ A`` instead.
 
     Parameters
     ----------
     pattern : CSRMatrix or Problem
         Square; its lower triangle, diagonal included, is the pattern of
-        ``L``. Every row must store its diagonal entry.
-    init : {"jacobi", "identity"} or Tensor
-        ``"jacobi"``: ``L = D^{-1/2}`` from the diagonal of ``pattern``'s
-        values (which must be positive), so that ``M`` starts as Jacobi's
-        ``D^{-1}``; ``"identity"``: ``L = I``; a tensor: the values of ``L``
-        (``nnz`` of the lower triangle, in its storage order).
+        ``L~`` (only the pattern is read, not the values). Every row must
+        store its diagonal entry.
+    init : "jacobi" or Tensor
+        ``"jacobi"``: ``L~ = I``, so that ``M`` starts as Jacobi's ``D^{-1}``
+        for every ``A``; a tensor: the values of ``L~`` (``nnz`` of the lower
+        triangle, in its storage order), whose diagonal entries must be
+        positive.
 
     Attributes
     ----------
     values : nn.Parameter
-        The stored values of ``L`` (dtype and device of ``pattern``).
+        ``L~`` as stored: its entries below the diagonal, and the logarithm
+        of its diagonal entries (in the storage order of its pattern; dtype
+        and device of ``pattern``). The diagonal of ``L~`` is the exponential
+        of what is stored, positive whatever training does: ``L`` is
+        nonsingular and ``M`` symmetric positive definite, so PCG can use it.
 
     Raises
     ------
     ValueError
         A non-square pattern, a row without a stored diagonal entry (the
-        message names the first), a non-positive diagonal with
-        ``init="jacobi"``, an unknown ``init``.
+        message names the first), an ``init`` tensor of the wrong length or
+        with a diagonal entry ``<= 0``, an unknown ``init``; in
+        :meth:`setup`, an ``A`` with a diagonal entry ``<= 0``.
+
+    Notes
+    -----
+    The same ``L~`` serves ``c A`` for every ``c > 0``: ``D`` becomes
+    ``c D``, so ``M(c A) = M(A) / c`` and ``M(c A) (c A) = M(A) A``. PCG's
+    iterates on ``c A x = b`` are those on ``A x = b`` divided by ``c``, with
+    the same residuals; :func:`~learnsolve.solvers.cg.pcg_loss` (relative
+    residuals) and its gradient in the parameter are the same, and so is a
+    whole training. (Learned directly, the values of ``L`` would scale as
+    ``c^{-1/2}`` while the optimiser's steps do not.)
 
     Examples
     --------
@@ -135,9 +173,12 @@ class LowerFactor(SparseParameter):
     >>> M = LowerFactor.banded(A, 1)        # a lower bidiagonal L: tridiagonal M
     >>> M.values.shape
     torch.Size([7])
-    >>> M.setup(A)(torch.ones(4, dtype=torch.float64)).detach()  # Jacobi at first: D^{-1} r
+    >>> r = torch.ones(4, dtype=torch.float64)
+    >>> M.setup(A)(r).detach()              # Jacobi at first: D^{-1} r
     tensor([0.5000, 0.5000, 0.5000, 0.5000], dtype=torch.float64)
-    >>> M.matrix().nnz
+    >>> M.setup(10 * A)(r).detach()         # M(c A) = M(A) / c
+    tensor([0.0500, 0.0500, 0.0500, 0.0500], dtype=torch.float64)
+    >>> M.matrix(A).nnz
     10
     """
 
@@ -148,55 +189,70 @@ class LowerFactor(SparseParameter):
         values = A.values.detach()
         if isinstance(init, torch.Tensor):
             initial = check_init_values(init, lower.nnz, values, "the lower triangle of pattern")
-        elif init == "jacobi":
-            d = lower.values.detach()[diagonal]
+            d = initial[diagonal]
             bad = torch.nonzero(~(d > 0))
             if bad.numel():
                 i = int(bad[0, 0])
-                raise ValueError(f"init='jacobi': expected a positive diagonal in pattern's "
-                                 f"values (L_ii = 1/sqrt(a_ii)), got a_ii = {float(d[i]):g} "
-                                 f"in row {i}")
-            initial = values.new_zeros(lower.nnz).index_put((diagonal,), d.rsqrt())
-        elif init == "identity":
-            initial = values.new_zeros(lower.nnz).index_fill(0, diagonal, 1.0)
+                raise ValueError(f"init: expected a positive diagonal in the values of L~ (it "
+                                 f"is stored as its logarithm), got {float(d[i]):g} in row {i}")
+            initial = initial.index_copy(0, diagonal, d.log())
+        elif init == "jacobi":
+            initial = values.new_zeros(lower.nnz)
         else:
-            raise ValueError(f"init: expected 'jacobi', 'identity' or a tensor of values, got "
-                             f"{init!r}")
+            raise ValueError(f"init: expected 'jacobi' or a tensor of values, got {init!r}")
         super().__init__(lower, initial)
 
     @classmethod
     def banded(cls, A, bandwidth: int = 1, *, init: str | torch.Tensor = "jacobi"
                ) -> "LowerFactor":
-        """``L`` with the diagonal and the first ``bandwidth`` sub-diagonals.
+        """``L~`` with the diagonal and the first ``bandwidth`` sub-diagonals.
 
         A true banded lower triangle of an ``n x n`` matrix, whatever the
         pattern of ``A``: ``A`` (a CSRMatrix or a Problem) gives ``n``, the
-        dtype, the device and, for ``init="jacobi"``, its diagonal.
-        ``bandwidth=1`` is the paper's lower bidiagonal ``L`` (tridiagonal
-        ``M``).
+        dtype and the device. ``bandwidth=1`` is the paper's lower bidiagonal
+        ``L`` (tridiagonal ``M``).
         """
         A = check_square(matrix_of(A))
         if isinstance(bandwidth, bool) or not isinstance(bandwidth, int) or bandwidth < 0:
             raise ValueError(f"bandwidth: expected an integer >= 0, got {bandwidth!r}")
         n = A.shape[0]
-        d = A.diagonal().detach()
-        diagonals = [d] + [d.new_zeros(n - k) for k in range(1, min(bandwidth, n - 1) + 1)]
+        ones = A.values.detach().new_ones(n)
+        diagonals = [ones[k:] for k in range(min(bandwidth, n - 1) + 1)]
         offsets = [-k for k in range(len(diagonals))]
         return cls(construct.diags(diagonals, offsets, shape=(n, n)), init=init)
 
-    def factor(self) -> CSRMatrix:
-        """``L``, a CSRMatrix whose values are the parameter (differentiable)."""
-        return self.sparse()
-
-    def matrix(self) -> CSRMatrix:
-        """``M = L L^T`` as a CSRMatrix (a sparse product, differentiable)."""
+    def _diagonal(self) -> torch.Tensor:
+        """The positions of the diagonal entries among the values (cached on the pattern)."""
         L = self.sparse()
+        return L._pattern.cached("diagonal_positions", lambda: diagonal_positions(L, "pattern"))
+
+    def factor(self, A: CSRMatrix | None = None) -> CSRMatrix:
+        """``L = D^{-1/2} L~`` for ``A`` (in ``A``'s dtype), or ``L~`` itself
+        without ``A`` (the factor for a matrix of unit diagonal); a CSRMatrix
+        on the pattern, differentiable."""
+        if A is None:
+            values = self.values
+        else:
+            A = self.check_matrix(A)
+            values = self.values.to(A.dtype)
+        diagonal = self._diagonal()
+        L = self.sparse(values.index_copy(0, diagonal, values[diagonal].exp()))
+        if A is None:
+            return L
+        scale = scaling_diagonal(A, self, positive=True).rsqrt()
+        return L.with_values(scale[L.row_indices()] * L.values)
+
+    def matrix(self, A: CSRMatrix | None = None) -> CSRMatrix:
+        """``M = L L^T`` for ``A``, or ``L~ L~^T`` without ``A`` (see :meth:`factor`);
+        a CSRMatrix (a sparse product, differentiable)."""
+        L = self.factor(A)
         return L @ L.T
 
     def setup(self, A: CSRMatrix) -> Apply:
-        """``r -> L (L^T r)`` for ``r`` of shape ``(n,)`` or ``(n, k)`` in ``A``'s
-        dtype; differentiable in the values of ``L`` and in ``r``."""
-        L = self.sparse_for(A)
+        """``r -> L (L^T r)`` with ``L = D^{-1/2} L~`` for ``A``, for ``r`` of shape
+        ``(n,)`` or ``(n, k)`` in ``A``'s dtype; differentiable in the parameter, in
+        ``r`` and in ``A``'s diagonal."""
+        L = self.factor(A)
         Lt = L.T
         return lambda r: L @ (Lt @ r)
 

@@ -50,6 +50,16 @@ class Heavyball(IterativeSolver):
     classical choice (Polyak) is ``α = 4 / (√L + √μ)^2`` and
     ``β = ((√L - √μ) / (√L + √μ))^2``: :meth:`polyak`.
 
+    ``β`` is scale-free, ``α`` is not: it multiplies a residual, so it has
+    the units of ``A^{-1}``. On ``c A`` (``c > 0``) the iterates of ``α / c``
+    and ``β`` are those on ``A`` divided by ``c``, with the same residuals,
+    and Polyak's ``α`` scales so (the eigenvalues are ``c`` times those of
+    ``A``). A trained ``α`` is therefore tied to the scale of the matrices
+    it was trained on, and :func:`heavyball_loss` (an energy) scales with
+    ``c``. This is eq. 37 as the paper has it, a solver without a
+    preconditioner; to make it scale-free, give it the Jacobi-scaled system
+    ``D^{-1/2} A D^{-1/2} y = D^{-1/2} b``, ``x = D^{-1/2} y``.
+
     Examples
     --------
     >>> import torch

@@ -47,6 +47,11 @@ class Jacobi(IterativeSolver):
     (through its diagonal too) and ``b``; memory grows with the iterations.
     The default training loss is :func:`jacobi_loss` (eq. 36).
 
+    The weights are scale-free: for ``c A`` (``c != 0``) ``D`` becomes
+    ``c D``, so ``M(c A) = M(A) / c``; the iterates on ``c A x = b`` are those
+    on ``A x = b`` divided by ``c``, with the same residuals, and the same
+    ``Ω`` serves every scaling of ``A`` (in PCG too).
+
     Examples
     --------
     >>> import torch
@@ -137,6 +142,8 @@ def jacobi_loss(model: Jacobi, problem, X: torch.Tensor, *, iterations: int = 1)
     ``t = iterations`` (the paper: one), and the loss is the mean over the
     columns of ``e_j^T A e_j``. The mean rather than eq. 36's sum: the same
     minimiser, and a step size that does not depend on the number of vectors.
+    ``e_j`` does not depend on the scale of ``A``, the loss does: ``c A``
+    gives ``c`` times the loss (an energy), with the same minimiser.
 
     Parameters
     ----------

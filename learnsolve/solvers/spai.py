@@ -8,23 +8,33 @@ from ..core.arith import add
 from ..core.csr import CSRMatrix
 from ..linalg._checks import check_square
 from .base import Apply, matrix_of
-from .factor import SparseParameter, check_init_values, diagonal_positions
+from .factor import SparseParameter, check_init_values, diagonal_positions, scaling_diagonal
 
 __all__ = ["SPAI", "spai_loss", "spai_classical"]
 
 
 class SPAI(SparseParameter):
-    """A sparse approximate inverse ``M`` with a fixed pattern and learned values.
+    """A sparse approximate inverse ``M = W D^{-1}`` (``D = diag(A)``) with a
+    fixed pattern and learned values ``W``.
+
+    ``W`` is the sparse approximate inverse of the row-scaled matrix
+    ``D^{-1} A`` (unit diagonal), and ``M = W D^{-1}`` the one of ``A``: the
+    same residual ``I - M A = I - W (D^{-1} A)``, so the loss
+    :func:`spai_loss` is the same for ``M`` and for ``W``, and so is its
+    minimiser over the pattern (:func:`spai_classical` is that of ``M``;
+    ``W = M D``). ``D`` is the diagonal of the matrix :meth:`setup` is given.
 
     Parameters
     ----------
     pattern : CSRMatrix or Problem
         Square; the pattern of ``M`` (the paper: ``mask(M) = mask(A)``).
+        Only the pattern is read, not the values.
     init : {"ones", "jacobi"} or Tensor
-        ``"ones"``: every stored value 1, ``M = mask(A)`` (the paper);
-        ``"jacobi"``: ``1 / a_ii`` on the diagonal (from ``pattern``'s values,
-        each row storing a nonzero one), 0 elsewhere; a tensor: the values, in
-        the pattern's storage order.
+        ``"ones"``: every stored value of ``W`` 1, ``M = mask(A) D^{-1}`` (the
+        paper starts from ``M = mask(A)``, which is not scale-free: it is
+        this start for a matrix with a unit diagonal); ``"jacobi"``: ``W = I``
+        (each row storing its diagonal entry), ``M = D^{-1}``; a tensor: the
+        values of ``W``, in the pattern's storage order.
     symmetric : bool
         Apply ``(M + M^T) / 2`` rather than ``M``: a symmetric preconditioner,
         as CG needs (it is positive definite only if training makes it so).
@@ -32,14 +42,25 @@ class SPAI(SparseParameter):
     Attributes
     ----------
     values : nn.Parameter
-        The stored values of ``M`` (dtype and device of ``pattern``).
+        The stored values of ``W`` (dtype and device of ``pattern``).
+
+    Raises
+    ------
+    ValueError
+        A non-square pattern, ``init="jacobi"`` on a pattern with a row that
+        stores no diagonal entry, an unknown ``init``; in :meth:`setup`, an
+        ``A`` with a zero or missing diagonal entry (the message names the row).
 
     Notes
     -----
     :meth:`setup` applies ``M`` with one sparse product per call, and is
-    differentiable in the values and in ``r``. The default training loss,
-    :meth:`loss`, is :func:`spai_loss` (eq. 50), whose exact minimiser over
-    the pattern is :func:`spai_classical`.
+    differentiable in the values, in ``r`` and in ``A``'s diagonal. The
+    default training loss, :meth:`loss`, is :func:`spai_loss` (eq. 50).
+
+    The same ``W`` serves ``c A`` for every ``c != 0``: ``M(c A) = M(A) / c``
+    and ``M(c A) (c A) = M(A) A``, so the loss, its gradient in ``W`` and a
+    whole training are the same. (Learned directly, the values of ``M``
+    would scale as ``1 / c`` while the optimiser's steps do not.)
 
     Examples
     --------
@@ -47,9 +68,9 @@ class SPAI(SparseParameter):
     >>> from learnsolve.problems import poisson_2d
     >>> from learnsolve.solvers.spai import SPAI, spai_classical, spai_loss
     >>> problem = poisson_2d(4, dtype=torch.float64)
-    >>> model = SPAI(problem)                   # M = mask(A)
+    >>> model = SPAI(problem)                   # W = mask(A), M = mask(A) D^{-1}
     >>> float(spai_loss(model, problem).detach())
-    616.0
+    47.5
     >>> optimiser = torch.optim.Adam(model.parameters(), lr=0.05)
     >>> for _ in range(100):
     ...     optimiser.zero_grad()
@@ -58,6 +79,8 @@ class SPAI(SparseParameter):
     >>> best = float(spai_loss(spai_classical(problem.A), problem))
     >>> float(spai_loss(model, problem).detach()) < 1.05 * best
     True
+    >>> model.matrix(problem.A).values.shape      # M for A, the classical SPAI's pattern
+    torch.Size([64])
     """
 
     def __init__(self, pattern, *, init: str | torch.Tensor = "ones", symmetric: bool = False):
@@ -68,13 +91,7 @@ class SPAI(SparseParameter):
         elif init == "ones":
             initial = torch.ones_like(values)
         elif init == "jacobi":
-            diagonal = diagonal_positions(A, "pattern")
-            d = values[diagonal]
-            zero = torch.nonzero(d == 0)
-            if zero.numel():
-                raise ValueError(f"init='jacobi': expected a nonzero diagonal in pattern's "
-                                 f"values (m_ii = 1/a_ii), got 0 in row {int(zero[0, 0])}")
-            initial = torch.zeros_like(values).index_put((diagonal,), d.reciprocal())
+            initial = torch.zeros_like(values).index_fill(0, diagonal_positions(A, "pattern"), 1.0)
         else:
             raise ValueError(f"init: expected 'ones', 'jacobi' or a tensor of values, got "
                              f"{init!r}")
@@ -83,14 +100,20 @@ class SPAI(SparseParameter):
         super().__init__(A, initial)
         self.symmetric = symmetric
 
-    def matrix(self) -> CSRMatrix:
-        """``M`` as a CSRMatrix whose values are the parameter (differentiable)."""
-        return self.sparse()
+    def matrix(self, A: CSRMatrix | None = None) -> CSRMatrix:
+        """``M = W D^{-1}`` for ``A`` (in ``A``'s dtype), or ``W`` itself without
+        ``A`` (``M`` for a matrix of unit diagonal); a CSRMatrix on the pattern,
+        differentiable."""
+        if A is None:
+            return self.sparse()
+        A = self.check_matrix(A)
+        W = self.sparse(self.values.to(A.dtype))
+        return W.with_values(W.values / scaling_diagonal(A, self, positive=False)[W.col_indices])
 
     def operator(self, A: CSRMatrix) -> CSRMatrix:
         """The matrix :meth:`setup` applies for ``A``: ``M``, or ``(M + M^T) / 2``
         with ``symmetric=True``, in ``A``'s dtype (differentiable)."""
-        M = self.sparse_for(A)
+        M = self.matrix(A)
         return add(M, M.T, 0.5, 0.5) if self.symmetric else M
 
     def setup(self, A: CSRMatrix) -> Apply:
@@ -111,8 +134,9 @@ def spai_loss(model, problem, X: torch.Tensor | None = None) -> torch.Tensor:
     Parameters
     ----------
     model : SPAI or CSRMatrix
-        The approximate inverse: an :class:`SPAI` (the matrix it applies, so
-        ``(M + M^T) / 2`` for a symmetric one) or a CSRMatrix ``M``.
+        The approximate inverse: an :class:`SPAI` (the matrix it applies for
+        ``A``, ``M = W D^{-1}``, or ``(M + M^T) / 2`` for a symmetric one) or a
+        CSRMatrix ``M``.
     problem : Problem or CSRMatrix
         The square matrix ``A``.
     X : Tensor, optional
@@ -126,7 +150,9 @@ def spai_loss(model, problem, X: torch.Tensor | None = None) -> torch.Tensor:
 
     Notes
     -----
-    ``C = M A`` is a sparse-sparse product (its pattern cached), and
+    For an :class:`SPAI` the loss is the same for ``c A`` as for ``A``
+    (``c != 0``): ``M A`` does not change. ``C = M A`` is a sparse-sparse
+    product (its pattern cached), and
     ``||I - C||_F^2 = sum_p (c_p - [p on the diagonal])^2 + (rows of C that
     store no diagonal entry)``: exact, with no cancellation (unlike
     ``||C||_F^2 - 2 tr C + n``) and nothing dense. The gradient is
