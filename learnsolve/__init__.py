@@ -9,11 +9,11 @@ sparse solves (:mod:`learnsolve.linalg`), problem generators
 :mod:`learnsolve.callbacks`).
 """
 from . import callbacks, linalg, nn, problems, solvers
-from .core import (CSRMatrix, add, block_diag, diag, diags, eye, kron, matmul, multiply,
-                   sampled_matmul, scale)
+from .core import (CSRBuffer, CSRMatrix, add, block_diag, diag, diags, eye, kron, matmul,
+                   multiply, sampled_matmul, scale)
 from .train import Trainer
 
-__all__ = ["CSRMatrix", "Trainer", "add", "block_diag", "callbacks", "diag", "diags", "eye",
-           "kron", "linalg", "matmul", "multiply", "nn", "problems", "sampled_matmul", "scale",
+__all__ = ["CSRBuffer", "CSRMatrix", "Trainer", "add", "block_diag", "callbacks", "diag", "diags",
+           "eye", "kron", "linalg", "matmul", "multiply", "nn", "problems", "sampled_matmul", "scale",
            "solvers"]
 __version__ = "0.1.0"

@@ -30,6 +30,10 @@ class Pattern:
         self._cache: dict = {}
         self._pair_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+    def __reduce__(self):
+        # Pickled (and deep-copied) as its arrays: the caches are rebuilt on demand.
+        return (Pattern, (self.crow, self.col, self.shape))
+
     @property
     def nnz(self) -> int:
         return self.col.shape[0]

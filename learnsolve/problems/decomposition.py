@@ -231,6 +231,11 @@ class Partition:
     _local_structure: weakref.WeakKeyDictionary = field(
         default_factory=weakref.WeakKeyDictionary, init=False, repr=False)
 
+    def __reduce__(self):
+        # Pickled (and deep-copied) without the cache of local structures.
+        return (Partition, (self.membership, self.parts, self.overlapped, self.core_mask,
+                            self.boundary, self.distance, self.overlap))
+
     @property
     def num_parts(self) -> int:
         return len(self.parts)
