@@ -67,6 +67,20 @@ def figures(notebook) -> int:
                for output in cell.outputs)
 
 
+def trains(notebook) -> bool:
+    """Whether the notebook trains with the Trainer."""
+    return any("Trainer(" in cell.source for cell in notebook.cells if cell.cell_type == "code")
+
+
+def progress_bar_shown(notebook) -> bool:
+    """Whether a cell printed the Trainer's text progress bar ("training: ..." on stderr)
+    or displayed its notebook widget."""
+    return any((output.output_type == "stream" and output.name == "stderr"
+                and "training:" in output.text)
+               or "application/vnd.jupyter.widget-view+json" in output.get("data", {})
+               for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs)
+
+
 def warnings_shown(notebook) -> list[str]:
     """Text of the warnings the notebook's cells printed (to stderr)."""
     return [output.text for cell in notebook.cells if cell.cell_type == "code"
@@ -106,3 +120,5 @@ def test_notebook_runs(path):
     notebook = execute(path, reduced_parameters(nbformat.read(path, as_version=4), FULL))
     assert figures(notebook) >= 1, "a tutorial shows what it learned in at least one plot"
     assert not warnings_shown(notebook)
+    if trains(notebook):
+        assert progress_bar_shown(notebook), "a tutorial that trains shows a progress bar"
