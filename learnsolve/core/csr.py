@@ -41,7 +41,7 @@ class CSRMatrix:
         or duplicate columns computes a wrong answer, but reads nothing out of
         bounds). What keeps the kernels in bounds is checked either way: the
         lengths, the row pointers (from 0 to nnz, non-decreasing) and the
-        column range. Both are one native pass over the arrays (about 10 ms
+        column range. Both are one native pass over the arrays (about 4 ms
         per 5 million entries on one core).
 
     Raises
