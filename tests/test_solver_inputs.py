@@ -8,7 +8,7 @@ import scipy.sparse.linalg as sla
 import torch
 
 import learnsolve as ls
-from learnsolve.problems import poisson_2d
+from learnsolve.problems import poisson_1d, poisson_2d
 from learnsolve.solvers import GMRES, PCG, Heavyball, IncompleteCholesky, Jacobi
 from learnsolve.solvers.base import Operator, as_operator, check_system
 
@@ -335,3 +335,20 @@ def test_numpy_bool_check_spd():
     assert PCG(check_spd=np.bool_(False)).check_spd is False
     with pytest.raises(TypeError, match="check_spd: expected a bool, got int"):
         PCG(check_spd=1)
+
+
+def test_stationary_solvers_take_scipy_and_name_what_they_cannot():
+    """Jacobi needs A's diagonal: a scipy matrix is converted, an operator refused by
+    name; the heavy ball needs products only and takes both."""
+    problem = poisson_1d(8, dtype=torch.float64)
+    b = torch.ones(8, dtype=torch.float64)
+    S = problem.A.to_scipy()
+    jacobi, heavyball = Jacobi(0.6, maxiter=7), Heavyball(0.3, 0.1, maxiter=7)
+    for solver in (jacobi, heavyball):
+        expected = solver(problem.A, b)
+        for A in ((S, sla.aslinearoperator(S)) if solver is heavyball else (S,)):
+            solution = solver(A, b)
+            assert solution.iterations == expected.iterations
+            torch.testing.assert_close(solution.x, expected.x)
+    with pytest.raises(TypeError, match=r"A: expected a matrix with its entries"):
+        jacobi(sla.aslinearoperator(S), b)

@@ -7,7 +7,7 @@ import numbers
 import torch
 
 from ..core.csr import CSRMatrix
-from .base import IterativeSolver, Solution, matrix_of
+from .base import IterativeSolver, Solution, check_system, matrix_of
 from .stationary import iterate
 
 __all__ = ["Heavyball", "heavyball_loss"]
@@ -99,6 +99,9 @@ class Heavyball(IterativeSolver):
 
     def forward(self, A: CSRMatrix, b: torch.Tensor, x0: torch.Tensor | None = None
                 ) -> Solution:
+        """Solve ``A x = b``: ``A`` as :func:`~learnsolve.solvers.base.check_system`
+        takes it for a solver of products only (a matrix, or matrix-free)."""
+        A, b, x0 = check_system(A, b, x0, matrix_free=True)
         alpha, beta = self._parameters_for(A)
 
         def step(x, r, previous):

@@ -7,7 +7,7 @@ import numbers
 import torch
 
 from ..core.csr import CSRMatrix
-from .base import IterativeSolver, Solution, matrix_of
+from .base import IterativeSolver, Solution, check_system, matrix_of
 from .stationary import check_diagonal, iterate
 
 __all__ = ["Jacobi", "jacobi_loss"]
@@ -122,6 +122,9 @@ class Jacobi(IterativeSolver):
 
     def forward(self, A: CSRMatrix, b: torch.Tensor, x0: torch.Tensor | None = None
                 ) -> Solution:
+        """Solve ``A x = b``: ``A`` a CSRMatrix, or a scipy or torch sparse matrix
+        (converted once); the diagonal is needed, so not a matrix-free operator."""
+        A, b, x0 = check_system(A, b, x0)
         apply = self.setup(A)
         return iterate(self, A, b, x0, lambda x, r, state: (x + apply(r), None))
 

@@ -112,7 +112,7 @@ def as_operator(A: SystemMatrix, like, *, name: str = "A", shape: tuple[int, int
     Parameters
     ----------
     A : CSRMatrix, scipy sparse matrix or LinearOperator, Tensor or callable
-        - a :class:`~learnsolve.CSRMatrix`: returned as it is;
+        - a :class:`~learnsolve.CSRMatrix` or an :class:`Operator`: returned as it is;
         - a scipy sparse matrix or array: converted once to a CSRMatrix in
           ``like``'s dtype and on its device (no gradient: it has none);
         - a torch sparse COO or CSR tensor: converted with
@@ -174,7 +174,7 @@ def as_operator(A: SystemMatrix, like, *, name: str = "A", shape: tuple[int, int
         if A.layout not in (torch.sparse_coo, torch.sparse_csr):
             raise TypeError(f"{name}: expected a sparse COO or CSR tensor, got layout {A.layout}")
         A = CSRMatrix.from_torch(A)
-    if isinstance(A, CSRMatrix):
+    if isinstance(A, (CSRMatrix, Operator)):  # already as a solver uses it
         operator = A
     elif isinstance(A, torch.Tensor):
         operator = Operator(A.__matmul__, A.shape, A.dtype, A.device,
