@@ -230,7 +230,7 @@ class GMRES(IterativeSolver):
     one keeps the gradient of its values), or a matrix-free operator: a
     ``scipy.sparse.linalg.LinearOperator``, a dense 2-D tensor or a callable
     ``x -> A x`` (sized by ``b``); see
-    :func:`~learnsolve.solvers.base.as_operator`. A matrix-free ``A`` takes
+    :func:`~learnsolve.solvers.operators.as_operator`. A matrix-free ``A`` takes
     no preconditioner set up from its entries (IC(0), AMG, Jacobi, a learned
     factor: TypeError naming ``M``).
 
