@@ -212,3 +212,25 @@ def test_integer_offsets_of_other_kinds_are_taken():
     A = ls.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(4, 4))
     assert torch.equal(A.diagonal(np.int64(1)), A.diagonal(1))
     assert torch.equal(A.tril(torch.tensor(-1)).to_dense(), A.tril(-1).to_dense())
+
+
+def test_a_learned_factor_loaded_with_bad_indices_raises_not_crashes():
+    """The pattern of a module's index buffers is checked again when a load changes them."""
+    result = run_isolated("""
+        from learnsolve.problems import poisson_2d
+        from learnsolve.solvers import LowerFactor
+        problem = poisson_2d(4, dtype=torch.float64)
+        model = LowerFactor(problem)
+        state = model.state_dict()
+        state["col_indices"] = state["col_indices"].clone()
+        state["col_indices"][5] = 10**7
+        model.load_state_dict(state)
+        try:
+            model.setup(problem.A)(torch.ones(16, dtype=torch.float64))
+        except ValueError as error:
+            print("refused:", error)
+        else:
+            print("accepted")
+    """)
+    assert result.returncode == 0, f"crashed ({result.returncode}): {result.stderr[-2000:]}"
+    assert "refused: col_indices: expected values in [0, 16)" in result.stdout, result.stdout

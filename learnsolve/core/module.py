@@ -86,8 +86,7 @@ class CSRBuffer(nn.Module):
         changed in place (a load checks them again, as the constructor does)."""
         key = tuple((id(t), t._version) for t in (self.crow_indices, self.col_indices))
         if key != self._pattern_key:
-            V.check_csr_arrays(self.crow_indices, self.col_indices, None, self.shape)
-            self._pattern = Pattern(self.crow_indices, self.col_indices, self.shape)
+            self._pattern = Pattern.checked(self.crow_indices, self.col_indices, self.shape)
             self._pattern_key = key
         return self._pattern
 

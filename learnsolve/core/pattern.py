@@ -30,6 +30,15 @@ class Pattern:
         self._cache: dict = {}
         self._pair_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+    @classmethod
+    def checked(cls, crow: torch.Tensor, col: torch.Tensor, shape: tuple[int, int], *,
+                names: tuple[str, str] = ("crow_indices", "col_indices")) -> "Pattern":
+        """A pattern of index arrays from outside (a loaded state, a user's arrays):
+        canonical form and bounds checked first (ValueError naming ``names``)."""
+        from .validation import check_csr_arrays
+        check_csr_arrays(crow, col, None, shape, names=names)
+        return cls(crow, col, shape)
+
     def __reduce__(self):
         # Pickled (and deep-copied) as its arrays: the caches are rebuilt on demand.
         return (Pattern, (self.crow, self.col, self.shape))

@@ -95,7 +95,7 @@ class SparseParameter(Preconditioner):
         """The matrix with the learned values (or ``values``), differentiable."""
         pattern = self._pattern.get(
             (self.crow_indices, self.col_indices),
-            lambda: Pattern(self.crow_indices, self.col_indices, self.shape))
+            lambda: Pattern.checked(self.crow_indices, self.col_indices, self.shape))
         return CSRMatrix._from_pattern(pattern, self.values if values is None else values)
 
     def check_matrix(self, A) -> CSRMatrix:
