@@ -23,6 +23,16 @@ and one gather of each node's core copy (the cores partition the nodes, so
 ``sum_i R~_i^T z_i`` is a permutation). Gradients flow through the solves into
 ``A``'s values and the interface's parameters: the sparse solve and the
 sparse-sparse structure of the paper, never a dense matrix.
+
+A coarse level (``coarse="nicolaides"``) adds the coarse space ``Z`` of one
+vector per subdomain, the indicator of its core (a partition of unity: the
+columns sum to 1 at every node), and ``Q = Z A_0^{-1} Z^T`` with the coarse
+matrix ``A_0 = Z^T A Z``. One-level Schwarz only exchanges information
+between neighbouring subdomains, so its iterations grow with their number;
+``Q`` removes the error that is constant on each subdomain, globally, in one
+solve. The coarse matrix is one scatter-add of ``A.values`` (its pattern and
+the position of each entry of ``A`` in it are found once per pattern) and is
+factored with the subdomain blocks, once per matrix.
 """
 from __future__ import annotations
 
@@ -35,6 +45,7 @@ import torch
 from torch import nn
 
 from ..core.csr import CSRMatrix
+from ..core.pattern import Pattern
 from ..linalg.direct import SparseLU
 from ..problems.decomposition import LocalStructure, Partition
 from ..problems.decomposition import partition as make_partition
@@ -42,7 +53,10 @@ from ..problems.problem import Problem, check_count
 from .base import IterativeSolver, MatrixCache, Solution, check_system, matrix_of
 from .stationary import iterate
 
-__all__ = ["RAS", "Subdomains", "RobinInterface", "ras_loss", "best_robin"]
+__all__ = ["RAS", "Subdomains", "RobinInterface", "ras_loss", "best_robin", "COARSE_SPACES"]
+
+#: The coarse spaces of :class:`RAS` (None: one level).
+COARSE_SPACES = ("nicolaides",)
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,6 +147,56 @@ def _subdomains(A: CSRMatrix, partition: Partition, coordinates) -> Subdomains:
         arrays = by_pattern[A._pattern] = (
             local, nodes, rows, boundary, boundary[rows] & boundary[local.stacked.col], pick)
     return Subdomains(A, partition, coordinates, *arrays)
+
+
+@dataclass(frozen=True, eq=False)
+class CoarseStructure:
+    """Where ``A_0 = Z^T A Z`` lies, for the Nicolaides space of a partition.
+
+    Attributes
+    ----------
+    membership : Tensor (n,)
+        The subdomain whose core holds each node: ``Z`` (``Z^T r`` is a
+        scatter-add by it, ``Z y`` the gather ``y[membership]``).
+    pattern : Pattern
+        The pattern of ``A_0`` (``S x S``: subdomains coupled by an entry of A).
+    map : Tensor (nnz(A),)
+        The entry of ``A_0`` each entry of ``A`` adds to.
+    """
+
+    membership: torch.Tensor
+    pattern: Pattern
+    map: torch.Tensor
+
+    def matrix(self, A: CSRMatrix) -> CSRMatrix:
+        """``A_0 = Z^T A Z`` (differentiable in ``A.values``)."""
+        values = A.values.new_zeros(self.pattern.nnz).index_add(0, self.map, A.values)
+        return CSRMatrix._from_pattern(self.pattern, values)
+
+    def restrict(self, r: torch.Tensor) -> torch.Tensor:
+        """``Z^T r`` for ``r`` of shape ``(n,)`` or ``(n, k)``."""
+        S = self.pattern.shape[0]
+        return r.new_zeros((S,) + tuple(r.shape[1:])).index_add(0, self.membership, r)
+
+
+# Partition -> pattern of A -> CoarseStructure; both held weakly.
+_COARSE: "weakref.WeakKeyDictionary[Partition, weakref.WeakKeyDictionary]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _coarse_structure(A: CSRMatrix, partition: Partition) -> CoarseStructure:
+    by_pattern = _COARSE.setdefault(partition, weakref.WeakKeyDictionary())
+    structure = by_pattern.get(A._pattern)
+    if structure is None:
+        S = partition.num_parts
+        membership = partition.membership.to(A.device)
+        key = membership[A.row_indices()] * S + membership[A.col_indices]
+        unique, position = torch.unique(key, sorted=True, return_inverse=True)
+        rows = unique // S
+        crow = torch.cat([rows.new_zeros(1), torch.bincount(rows, minlength=S).cumsum(0)])
+        structure = by_pattern[A._pattern] = CoarseStructure(
+            membership, Pattern(crow, unique % S, (S, S)), position)
+    return structure
 
 
 class RobinInterface(nn.Module):
@@ -233,6 +297,9 @@ class RAS(IterativeSolver):
         ``S``, to partition a problem that has no partition.
     method : str
         The partitioning method then (see :func:`~learnsolve.problems.partition`).
+    coarse : {None, "nicolaides"}
+        A coarse level: None, one-level Schwarz; ``"nicolaides"``, the space of
+        one vector per subdomain, the indicator of its core (see the Notes).
     maxiter, rtol, atol, callback
         For the stationary iteration ``x <- x + M (b - A x)``, see
         :class:`IterativeSolver`.
@@ -249,6 +316,24 @@ class RAS(IterativeSolver):
     ``A.values`` and the interface's parameters (the backward of a subdomain
     solve is a transposed solve with the same factors).
 
+    With a coarse level, ``Q = Z A_0^{-1} Z^T`` (``A_0 = Z^T A Z``, factored
+    with the subdomain blocks) is combined with the one-level ``M_1`` in two
+    ways, each for the use it serves:
+
+    - ``setup`` (GMRES, the stationary iteration): multiplicatively, ``M = Q +
+      M_1 (I - A Q)``: the coarse correction first, then one-level RAS on the
+      residual it leaves. The error propagator is ``I - M A = (I - M_1 A)(I -
+      Q A)``, and ``Q A`` is the A-orthogonal projection on the coarse space,
+      so the iteration converges wherever one-level RAS does; adding ``Q`` to
+      ``M_1`` instead gives an iteration that needs damping to converge.
+    - ``setup_symmetric`` (PCG): multiplicatively too, symmetrised, ``M = Q +
+      (I - Q A) M_AS (I - A Q)`` (the balancing form: symmetric positive
+      definite for SPD ``A`` and ``A_i + L_i``). Two products with ``A`` and
+      two coarse solves per application, against one coarse solve for the
+      additive ``M_AS + Q``; measured on the 2D Poisson matrix (``100 x 100``,
+      overlap 1, PCG to 1e-6), 36 to 196 subdomains take 35 to 42 iterations
+      balanced, 50 to 55 additive and 55 to 85 with one level.
+
     Examples
     --------
     >>> import torch
@@ -259,13 +344,22 @@ class RAS(IterativeSolver):
     >>> b = torch.ones(p.num_nodes, dtype=torch.float64)
     >>> ras(p.A, b).converged, PCG(M=ras, rtol=1e-6)(p.A, b).iterations
     (True, 9)
+
+    With many subdomains, a coarse level keeps the iterations from growing:
+
+    >>> p = poisson_2d(60, dtype=torch.float64).with_partition(196, overlap=1)
+    >>> b = torch.ones(p.num_nodes, dtype=torch.float64)
+    >>> [PCG(M=RAS(p, coarse=c), rtol=1e-6)(p.A, b).iterations for c in (None, "nicolaides")]
+    [66, 26]
     """
 
     def __init__(self, problem_or_partition=None, overlap: int | None = None,
                  interface: nn.Module | None = None, *, num_parts: int | None = None,
-                 method: str = "auto", maxiter: int = 100, rtol: float = 1e-6,
-                 atol: float = 0.0, callback=None):
+                 method: str = "auto", coarse: str | None = None, maxiter: int = 100,
+                 rtol: float = 1e-6, atol: float = 0.0, callback=None):
         super().__init__(maxiter, rtol, atol, callback)
+        if coarse is not None and coarse not in COARSE_SPACES:
+            raise ValueError(f"coarse: expected None or one of {COARSE_SPACES}, got {coarse!r}")
         if overlap is not None:
             overlap = check_count(overlap, "overlap", 0)
         if num_parts is not None:
@@ -277,6 +371,7 @@ class RAS(IterativeSolver):
         self.interface = interface
         self.num_parts = num_parts
         self.method = method
+        self.coarse = coarse
         self.partition, self.coordinates = (None, None) if problem_or_partition is None else \
             _bind(problem_or_partition, overlap, num_parts, method)
         self._factors = MatrixCache()
@@ -286,8 +381,8 @@ class RAS(IterativeSolver):
         """This RAS (the same interface module, so the same parameters) on ``problem``:
         its partition, or one made with ``num_parts``, and its coordinates."""
         return RAS(problem, self.overlap, self.interface, num_parts=self.num_parts,
-                   method=self.method, maxiter=self.maxiter, rtol=self.rtol, atol=self.atol,
-                   callback=self.callback)
+                   method=self.method, coarse=self.coarse, maxiter=self.maxiter, rtol=self.rtol,
+                   atol=self.atol, callback=self.callback)
 
     def subdomains(self, A: CSRMatrix) -> Subdomains:
         """The :class:`Subdomains` of ``A`` under this RAS's partition."""
@@ -317,14 +412,31 @@ class RAS(IterativeSolver):
             values = values + self.interface(sub)
         return CSRMatrix._from_pattern(sub.local.stacked, values)
 
-    def _factor(self, A: CSRMatrix) -> tuple[SparseLU, Subdomains]:
+    def coarse_matrix(self, A: CSRMatrix) -> CSRMatrix:
+        """``A_0 = Z^T A Z``, the coarse matrix (``S x S``, differentiable in ``A.values``)."""
+        if self.coarse is None:
+            raise ValueError("coarse_matrix: this RAS has no coarse level (coarse=None)")
+        self.subdomains(A)  # checks A, moves the partition to A's device
+        return _coarse_structure(A, self.partition).matrix(A)
+
+    def _factor(self, A: CSRMatrix) -> tuple[SparseLU, Subdomains, tuple | None]:
+        """The factors of the subdomain blocks, the subdomains, and with a coarse level
+        ``(Z's structure, the factors of A_0)``."""
         def compute():
             sub = self.subdomains(A)
             try:
-                return SparseLU(self._blocks(sub)), sub
+                lu = SparseLU(self._blocks(sub))
             except torch.linalg.LinAlgError as error:
                 raise torch.linalg.LinAlgError(
                     f"RAS: a subdomain matrix A_i + L_i is singular ({error})") from None
+            if self.coarse is None:
+                return lu, sub, None
+            structure = _coarse_structure(A, self.partition)
+            try:
+                return lu, sub, (structure, SparseLU(structure.matrix(A)))
+            except torch.linalg.LinAlgError as error:
+                raise torch.linalg.LinAlgError(
+                    f"RAS: the coarse matrix Z^T A Z is singular ({error})") from None
         parameters = () if self.interface is None else tuple(self.interface.parameters())
         recorded = torch.is_grad_enabled() and (
             A.values.requires_grad or any(p.requires_grad for p in parameters))
@@ -338,17 +450,37 @@ class RAS(IterativeSolver):
         return self._factors.get(key, compute)
 
     def setup(self, A: CSRMatrix):
-        """The map ``r -> M r`` of restricted additive Schwarz (eq. 47) for ``A``."""
-        lu, sub = self._factor(A)
-        return lambda r: lu.solve(r[sub.nodes])[sub.pick]
+        """The map ``r -> M r`` of restricted additive Schwarz (eq. 47) for ``A``; with a
+        coarse level ``M = Q + M_1 (I - A Q)`` (see the Notes)."""
+        lu, sub, coarse = self._factor(A)
 
-    def setup_symmetric(self, A: CSRMatrix):
-        """The map ``r -> sum_i R_i^T (A_i + L_i)^{-1} R_i r`` (additive Schwarz): the
-        symmetric preconditioner for conjugate gradients."""
-        lu, sub = self._factor(A)
+        def one_level(r: torch.Tensor) -> torch.Tensor:
+            return lu.solve(r[sub.nodes])[sub.pick]
+        if coarse is None:
+            return one_level
+        correct = _coarse_correction(*coarse)
 
         def apply(r: torch.Tensor) -> torch.Tensor:
+            y = correct(r)
+            return y + one_level(r - A @ y)
+        return apply
+
+    def setup_symmetric(self, A: CSRMatrix):
+        """The map ``r -> M_AS r = sum_i R_i^T (A_i + L_i)^{-1} R_i r`` (additive
+        Schwarz); with a coarse level ``M = Q + (I - Q A) M_AS (I - A Q)`` (see the
+        Notes): the symmetric preconditioner for conjugate gradients."""
+        lu, sub, coarse = self._factor(A)
+
+        def one_level(r: torch.Tensor) -> torch.Tensor:
             return torch.zeros_like(r).index_add(0, sub.nodes, lu.solve(r[sub.nodes]))
+        if coarse is None:
+            return one_level
+        correct = _coarse_correction(*coarse)
+
+        def apply(r: torch.Tensor) -> torch.Tensor:
+            y = correct(r)
+            z = one_level(r - A @ y)
+            return y + z - correct(A @ z)
         return apply
 
     # ------------------------------------------------------------------ the iteration
@@ -397,7 +529,13 @@ class RAS(IterativeSolver):
     def extra_repr(self) -> str:
         bound = "unbound" if self.partition is None else \
             f"{self.partition.num_parts} subdomains, overlap {self.partition.overlap}"
-        return f"{bound}, {super().extra_repr()}"
+        coarse = "" if self.coarse is None else f", coarse={self.coarse!r}"
+        return f"{bound}{coarse}, {super().extra_repr()}"
+
+
+def _coarse_correction(structure: CoarseStructure, lu: SparseLU):
+    """``r -> Q r = Z A_0^{-1} Z^T r``."""
+    return lambda r: lu.solve(structure.restrict(r))[structure.membership]
 
 
 def ras_loss(model: RAS, problem, X: torch.Tensor, *, iterations: int = 4) -> torch.Tensor:
