@@ -1,12 +1,14 @@
 """Two-level Schwarz: RAS(coarse="nicolaides") against its dense formulas, its
-gradients, and the point of it: iterations that stop growing with the subdomains."""
+gradients, and the point of it: iterations that stop growing with the subdomains.
+And the losses that train a Schwarz preconditioner for the Krylov method that uses it."""
 import pytest
 import torch
 from torch.autograd import gradcheck
 
 from cases import DEVICES
+from learnsolve import Trainer
 from learnsolve.problems import poisson_2d, random_mesh_problem
-from learnsolve.solvers import GMRES, PCG, RAS, RobinInterface
+from learnsolve.solvers import GMRES, PCG, RAS, RobinInterface, gmres_loss, pcg_loss
 from test_schwarz import _Fixed, _dense_ras
 
 F64 = torch.float64
@@ -115,3 +117,59 @@ def test_coarse_factors_are_cached_with_the_subdomain_factors(monkeypatch):
     with torch.no_grad():
         ras.setup(p.A)(r), ras.setup_symmetric(p.A)(r), ras.setup(p.A)(r)
     assert made == [ras.local_matrices(p.A).shape, (4, 4)]          # once each
+
+
+# ---------------------------------------------------------------- losses for the Krylov use
+def test_gmres_loss_is_the_weighted_residual_history():
+    p = poisson_2d(10, dtype=F64).with_partition(4, overlap=1)
+    B = p.random_rhs(3, seed=1, normalize=True)
+    model = GMRES(M=RAS(coarse="nicolaides"))
+    solution = GMRES(M=RAS(p, coarse="nicolaides"), restart=5, maxiter=5, rtol=0.0)(p.A, B)
+    relative = solution.relative_residuals[1:]                      # (5, 3)
+    weights = 0.5 ** torch.arange(4, -1, -1, dtype=F64)
+    expected = (weights[:, None] * relative).sum(0).mean() / weights.sum()
+    torch.testing.assert_close(gmres_loss(model, p, B, iterations=5, gamma=0.5), expected)
+    torch.testing.assert_close(model.loss(p, B), gmres_loss(model, p, B))
+    with pytest.raises(TypeError, match=r"model: expected a GMRES, got PCG"):
+        gmres_loss(PCG(), p, B)
+    with pytest.raises(ValueError, match=r"iterations: expected an integer >= 1, got 0"):
+        gmres_loss(model, p, B, iterations=0)
+    with pytest.raises(ValueError, match=r"gamma: expected a number in \(0, 1\], got 1.5"):
+        gmres_loss(model, p, B, gamma=1.5)
+
+
+def test_krylov_losses_bind_the_preconditioner_to_each_problem():
+    """An unbound RAS (a learned interface trained over problems) takes each problem's
+    partition in pcg_loss and gmres_loss, as in ras_loss."""
+    problems = [poisson_2d(n, dtype=F64).with_partition(parts, overlap=1)
+                for n, parts in ((8, 4), (10, 6))]
+    for problem in problems:
+        B = problem.random_rhs(2, seed=0, normalize=True)
+        bound = RAS(problem, coarse="nicolaides")
+        torch.testing.assert_close(pcg_loss(PCG(M=RAS(coarse="nicolaides")), problem, B),
+                                   pcg_loss(PCG(M=bound), problem, B))
+        torch.testing.assert_close(gmres_loss(GMRES(M=RAS(coarse="nicolaides")), problem, B),
+                                   gmres_loss(GMRES(M=bound), problem, B))
+
+
+def test_gradcheck_of_the_gmres_loss_in_the_interface():
+    p = poisson_2d(5, dtype=F64).with_partition(3, overlap=1)
+    B = p.random_rhs(2, seed=0, normalize=True)
+
+    def loss(alpha):
+        return gmres_loss(GMRES(M=RAS(interface=_Fixed(alpha), coarse="nicolaides")), p, B,
+                          iterations=3)
+    assert gradcheck(loss, (torch.tensor(0.3, dtype=F64, requires_grad=True),))
+
+
+def test_a_robin_weight_trained_for_gmres_lowers_its_loss():
+    """The Trainer fits a Robin weight on two-level RAS through gmres_loss (GMRES's
+    default loss): the loss on fixed vectors falls (little: four GMRES steps are
+    not sensitive to the weight on these meshes)."""
+    train = [random_mesh_problem(seed, h=0.12, num_parts=8, dtype=F64) for seed in range(3)]
+    interface = RobinInterface(0.0, learnable=True)
+    model = GMRES(M=RAS(interface=interface, coarse="nicolaides"))
+    trainer = Trainer(model, lr=0.05, epochs=10, batch_size=16, seed=0, progress=False)
+    trainer.fit(train, validation=train)
+    assert trainer.history_.val_loss[-1] < trainer.history_.val_loss[0]
+    assert float(interface.alpha.detach()) != 0.0

@@ -13,19 +13,21 @@ losses, each a model's default training loss: :func:`jacobi_loss` (eq. 36),
 additive Schwarz, section 4.5: a preconditioner, with a symmetric additive
 variant for PCG, and a stationary iteration) with a :class:`RobinInterface` or
 a learned :class:`~learnsolve.nn.InterfaceNet`, trained with :func:`ras_loss`
-(eq. 49). :class:`GMRES` for nonsymmetric preconditioners.
+(eq. 49), or for the Krylov method that uses it with :func:`pcg_loss` and
+:func:`gmres_loss`; ``coarse="nicolaides"`` adds a coarse level. :class:`GMRES`
+for nonsymmetric preconditioners.
 """
 from .amg import AMG
 from .base import IterativeSolver, Preconditioner, Solution
 from .cg import PCG, check_spd, pcg_loss
-from .gmres import GMRES
+from .gmres import GMRES, gmres_loss
 from .factor import IncompleteCholesky, LowerFactor
 from .heavyball import Heavyball, heavyball_loss
 from .jacobi import Jacobi, jacobi_loss
 from .schwarz import RAS, RobinInterface, Subdomains, best_robin, ras_loss
 from .spai import SPAI, spai_classical, spai_loss
 
-__all__ = ["AMG", "GMRES", "Heavyball", "IncompleteCholesky", "IterativeSolver", "Jacobi", "LowerFactor",
-           "PCG", "Preconditioner", "RAS", "RobinInterface", "SPAI", "Solution", "Subdomains",
-           "best_robin", "check_spd", "heavyball_loss", "jacobi_loss", "pcg_loss", "ras_loss",
-           "spai_classical", "spai_loss"]
+__all__ = ["AMG", "GMRES", "Heavyball", "IncompleteCholesky", "IterativeSolver", "Jacobi",
+           "LowerFactor", "PCG", "Preconditioner", "RAS", "RobinInterface", "SPAI", "Solution",
+           "Subdomains", "best_robin", "check_spd", "gmres_loss", "heavyball_loss", "jacobi_loss",
+           "pcg_loss", "ras_loss", "spai_classical", "spai_loss"]

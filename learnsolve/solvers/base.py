@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Callable
@@ -19,7 +20,8 @@ from .operators import Apply, Operator, SystemMatrix, as_operator
 
 __all__ = ["Solution", "Preconditioner", "IterativeSolver", "Operator", "as_operator",
            "as_preconditioner", "check_system", "matrix_of", "MatrixCache", "STATUSES",
-           "Apply", "SystemMatrix"]
+           "Apply", "SystemMatrix", "bind_to_problem", "check_history_weights",
+           "weighted_residuals"]
 
 #: What :attr:`Solution.status` can be.
 STATUSES = ("converged", "maxiter", "breakdown", "diverged")
@@ -120,6 +122,48 @@ def matrix_of(problem) -> CSRMatrix:
     if isinstance(A, CSRMatrix):
         return A
     raise TypeError(f"problem: expected a Problem or a CSRMatrix, got {type(problem).__name__}")
+
+
+def bind_to_problem(M, problem):
+    """``M`` bound to ``problem`` where it needs what a problem carries (a partition:
+    :meth:`RAS.for_problem <learnsolve.solvers.RAS.for_problem>`), else ``M``."""
+    bind = getattr(M, "for_problem", None)
+    return bind(problem) if bind is not None and not isinstance(problem, CSRMatrix) else M
+
+
+def check_history_weights(iterations, gamma) -> tuple[int, float]:
+    """The ``iterations`` (an integer >= 1) and ``gamma`` (in (0, 1]) of a loss on a
+    residual history (:func:`weighted_residuals`)."""
+    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or \
+            iterations < 1:
+        raise ValueError(f"iterations: expected an integer >= 1, got {iterations!r}")
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not 0 < gamma <= 1:
+        raise ValueError(f"gamma: expected a number in (0, 1], got {gamma!r}")
+    return int(iterations), float(gamma)
+
+
+def weighted_residuals(solution: Solution, iterations: int, gamma: float, name: str
+                       ) -> torch.Tensor:
+    """``mean_j sum_{i=1..N} w_i ||r_i^{(j)}|| / ||b^{(j)}||``, ``w_i = gamma^{N-i} /
+    sum_l gamma^{N-l}``: the weighted relative residual history of a Krylov solve of
+    ``N = iterations`` steps (the paper's eq. 42).
+
+    A solve that stopped before ``N`` steps (a column at exactly zero residual, a
+    breakdown or a divergence) has its history completed with its last residual,
+    so that the loss stays defined; a RuntimeWarning names ``name`` unless the solve
+    converged.
+    """
+    relative = solution.relative_residuals
+    missing = iterations - solution.iterations
+    if missing and solution.status != "converged":
+        warnings.warn(f"{name}: the solve stopped early ({solution.message}); the remaining "
+                      f"{missing} residuals are held at the last one", RuntimeWarning,
+                      stacklevel=3)
+    relative = torch.cat([relative[1:], relative[-1:].expand(missing, *relative.shape[1:])])
+    weights = gamma ** torch.arange(iterations - 1, -1, -1, dtype=relative.dtype,
+                                    device=relative.device)
+    weights = weights / weights.sum()
+    return torch.tensordot(weights, relative, dims=1).mean()
 
 
 class Preconditioner(nn.Module):

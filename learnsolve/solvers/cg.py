@@ -3,7 +3,6 @@ checkpointed, implicit), and the PCG training loss of the paper's eq. 42."""
 from __future__ import annotations
 
 import numbers
-import warnings
 from typing import Callable
 
 import torch
@@ -13,8 +12,8 @@ from torch.utils.checkpoint import checkpoint
 from ..core.csr import CSRMatrix
 from ..linalg._checks import check_bool, check_square
 from .base import (IterativeSolver, MatrixCache, Operator, Solution, SystemMatrix,
-                   as_preconditioner, check_system, host_values, matrix_of, residual_norm,
-                   status_of)
+                   as_preconditioner, bind_to_problem, check_history_weights, check_system,
+                   host_values, matrix_of, residual_norm, status_of, weighted_residuals)
 from .implicit import implicit_solve
 
 __all__ = ["PCG", "check_spd", "pcg_loss"]
@@ -464,7 +463,9 @@ def pcg_loss(model: PCG, problem, B: torch.Tensor, *, iterations: int = 4,
     Parameters
     ----------
     model : PCG
-        ``"unrolled"`` or ``"checkpoint"`` differentiation.
+        ``"unrolled"`` or ``"checkpoint"`` differentiation. A preconditioner
+        that binds to a problem (:class:`~learnsolve.solvers.RAS`: its
+        partition) is bound to ``problem``.
     problem : Problem or CSRMatrix
         The matrix A.
     B : Tensor
@@ -514,24 +515,9 @@ def pcg_loss(model: PCG, problem, B: torch.Tensor, *, iterations: int = 4,
         raise ValueError("model: expected differentiation 'unrolled' or 'checkpoint' for the PCG "
                          "loss, got 'implicit' (its residual history is detached, the loss "
                          "would have no gradient)")
-    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or \
-            iterations < 1:
-        raise ValueError(f"iterations: expected an integer >= 1, got {iterations!r}")
-    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not 0 < gamma <= 1:
-        raise ValueError(f"gamma: expected a number in (0, 1], got {gamma!r}")
-    solver = PCG(model.M, int(iterations), 0.0, 0.0, differentiation=model.differentiation,
+    iterations, gamma = check_history_weights(iterations, gamma)
+    solver = PCG(bind_to_problem(model.M, problem), int(iterations), 0.0, 0.0,
+                 differentiation=model.differentiation,
                  checkpoint_segments=model.checkpoint_segments, check_spd=model.check_spd,
                  callback=model.callback)
-    solution = solver(matrix_of(problem), B)
-    relative = solution.relative_residuals
-    missing = iterations - solution.iterations
-    if missing and solution.status != "converged":
-        warnings.warn(f"pcg_loss: PCG stopped early ({solution.message}); the remaining "
-                      f"{missing} residuals are held at the last one", RuntimeWarning,
-                      stacklevel=2)
-    relative = torch.cat([relative[1:], relative[-1:].expand(missing, *relative.shape[1:])])
-    weights = gamma ** torch.arange(iterations - 1, -1, -1, dtype=relative.dtype,
-                                    device=relative.device)
-    weights = weights / weights.sum()
-    per_column = torch.tensordot(weights, relative, dims=1)
-    return per_column.mean()
+    return weighted_residuals(solver(matrix_of(problem), B), iterations, gamma, "pcg_loss")

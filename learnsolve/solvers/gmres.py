@@ -1,6 +1,6 @@
 """Restarted GMRES with right preconditioning, for nonsymmetric matrices and
 preconditioners; vectorised over a block of right-hand sides, differentiable by
-unrolling."""
+unrolling; and its training loss, the weighted residual history (eq. 42 for GMRES)."""
 from __future__ import annotations
 
 import math
@@ -12,9 +12,10 @@ from torch.utils.checkpoint import checkpoint
 
 from ..core.csr import CSRMatrix
 from .base import (IterativeSolver, Operator, Solution, SystemMatrix, as_preconditioner,
-                   check_system, host_values, residual_norm, status_of)
+                   bind_to_problem, check_history_weights, check_system, host_values, matrix_of,
+                   residual_norm, status_of, weighted_residuals)
 
-__all__ = ["GMRES"]
+__all__ = ["GMRES", "gmres_loss"]
 
 
 def _cgs2(w: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -340,6 +341,66 @@ class GMRES(IterativeSolver):
                    self.callback, b.dim() == 2)
         return run.solve(b, x0)
 
+    def loss(self, problem, X: torch.Tensor) -> torch.Tensor:
+        """The training loss: ``gmres_loss(self, problem, X)``."""
+        return gmres_loss(self, problem, X)
+
     def extra_repr(self) -> str:
         maxiter = "10n" if self.maxiter is None else self.maxiter
         return f"restart={self.restart}, maxiter={maxiter}, rtol={self.rtol:g}, atol={self.atol:g}"
+
+
+def gmres_loss(model: GMRES, problem, B: torch.Tensor, *, iterations: int = 4,
+               gamma: float = 0.6) -> torch.Tensor:
+    """The weighted residual history of GMRES: eq. 42 of the paper for the Krylov
+    method a nonsymmetric preconditioner serves.
+
+    ``loss = mean_j sum_{i=1..N} w_i ||r_i^{(j)}|| / ||b^{(j)}||`` with ``w_i =
+    gamma^{N-i} / sum_l gamma^{N-l}``, over ``N = iterations`` Arnoldi steps of
+    one cycle (no restart, no early stop) with the preconditioner of
+    ``model``, from ``x0 = 0``. ``||r_i||`` is GMRES's least residual after
+    step ``i`` (``|g_{i+1}|`` of its Givens recurrence, the true residual at
+    the end): what right-preconditioned GMRES minimises, so the loss trains
+    ``M`` for the use GMRES makes of it (the restricted Schwarz method, an
+    incomplete LU), not for a stationary iteration.
+
+    Parameters
+    ----------
+    model : GMRES
+        Its preconditioner is trained. One that binds to a problem
+        (:class:`~learnsolve.solvers.RAS`: its partition) is bound to ``problem``.
+    problem : Problem or CSRMatrix
+        The matrix A.
+    B : Tensor
+        Right-hand sides ``(n,)`` or ``(n, J)``.
+    iterations : int
+        ``N``, at least 1.
+    gamma : float
+        In ``(0, 1]``.
+
+    Returns
+    -------
+    Tensor
+        A scalar, differentiable (by unrolling) in the preconditioner's
+        parameters, A's values and B.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from learnsolve.problems import poisson_2d
+    >>> from learnsolve.solvers import GMRES, RAS, RobinInterface
+    >>> from learnsolve.solvers.gmres import gmres_loss
+    >>> p = poisson_2d(12, dtype=torch.float64).with_partition(4, overlap=1)
+    >>> B = p.random_rhs(4, seed=0, normalize=True)
+    >>> robin = GMRES(M=RAS(interface=RobinInterface(0.5, learnable=True)))
+    >>> loss = gmres_loss(robin, p, B)                # RAS() takes p's partition
+    >>> loss.backward()
+    >>> robin.M.interface.alpha.grad is not None
+    True
+    """
+    if not isinstance(model, GMRES):
+        raise TypeError(f"model: expected a GMRES, got {type(model).__name__}")
+    iterations, gamma = check_history_weights(iterations, gamma)
+    solver = GMRES(bind_to_problem(model.M, problem), restart=iterations, maxiter=iterations,
+                   rtol=0.0, atol=0.0)
+    return weighted_residuals(solver(matrix_of(problem), B), iterations, gamma, "gmres_loss")
