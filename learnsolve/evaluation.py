@@ -333,7 +333,9 @@ class SchwarzEvaluation(Table):
     def cells(self) -> list[list[str]]:
         def count(value, status):
             return str(value) if value is not None else status
-        return [[row.problem, str(row.n), str(row.subdomains), row.method, f"{row.factor:.3f}",
+        def factor(value):
+            return f"{value:.3f}" + (" (diverges)" if value >= 1 else "")
+        return [[row.problem, str(row.n), str(row.subdomains), row.method, factor(row.factor),
                  count(row.pcg, row.pcg_status), count(row.gmres, row.gmres_status)]
                 for row in self.rows]
 
@@ -368,6 +370,14 @@ def compare_schwarz(methods: dict, problems, rtol: float = 1e-6, maxiter: int | 
         The solves' tolerance, iteration limit, GMRES restart length, and
         the seed of the right-hand side.
 
+    Warns
+    -----
+    RuntimeWarning
+        For each problem and method whose stationary iteration diverges (a
+        convergence factor of 1 or more, marked "(diverges)" in the table):
+        the Krylov methods may still converge with it, but the iteration the
+        interface of eq. 49 is trained for does not.
+
     Examples
     --------
     >>> import torch
@@ -392,8 +402,14 @@ def compare_schwarz(methods: dict, problems, rtol: float = 1e-6, maxiter: int | 
             ras = model.for_problem(problem)
             pcg = PCG(M=ras, rtol=rtol, maxiter=maxiter)(problem.A, b)
             gmres = GMRES(M=ras, restart=restart, rtol=rtol, maxiter=maxiter)(problem.A, b)
+            factor = ras.convergence_factor(problem.A)
+            if not factor < 1:
+                warnings.warn(f"compare_schwarz: the stationary iteration of {method!r} "
+                              f"diverges on {name!r} (n = {problem.num_nodes}, "
+                              f"{ras.partition.num_parts} subdomains): convergence factor "
+                              f"{factor:.3f}", RuntimeWarning, stacklevel=2)
             rows.append(SchwarzRow(name, problem.num_nodes, ras.partition.num_parts, method,
-                                   ras.convergence_factor(problem.A),
+                                   factor,
                                    pcg.iterations if pcg.converged else None,
                                    gmres.iterations if gmres.converged else None,
                                    pcg.status, gmres.status))

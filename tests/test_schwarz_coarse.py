@@ -173,3 +173,18 @@ def test_a_robin_weight_trained_for_gmres_lowers_its_loss():
     trainer.fit(train, validation=train)
     assert trainer.history_.val_loss[-1] < trainer.history_.val_loss[0]
     assert float(interface.alpha.detach()) != 0.0
+
+
+def test_compare_schwarz_reports_a_divergent_stationary_iteration():
+    """A Robin weight past Neumann (1.5) makes the stationary iteration diverge: the
+    table marks it and a warning names the problem and the method."""
+    from learnsolve.evaluation import compare_schwarz
+    p = poisson_2d(12, dtype=F64).with_partition(4, overlap=1)
+    methods = {"classical": RAS(), "too far": RAS(interface=RobinInterface(1.5))}
+    with pytest.warns(RuntimeWarning, match=r"stationary iteration of 'too far' diverges on "
+                                            r"'2D Poisson, 12 x 12' \(n = 144, 4 subdomains\)"):
+        table = compare_schwarz(methods, p)
+    factors = {row.method: row.factor for row in table}
+    assert factors["classical"] < 1 <= factors["too far"]
+    marked = [cells[4] for cells in table.cells()]
+    assert marked[0].endswith(f"{factors['classical']:.3f}") and marked[1].endswith("(diverges)")
