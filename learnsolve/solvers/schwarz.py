@@ -24,15 +24,11 @@ and one gather of each node's core copy (the cores partition the nodes, so
 ``A``'s values and the interface's parameters: the sparse solve and the
 sparse-sparse structure of the paper, never a dense matrix.
 
-A coarse level (``coarse="nicolaides"``) adds the coarse space ``Z`` of one
-vector per subdomain, the indicator of its core (a partition of unity: the
-columns sum to 1 at every node), and ``Q = Z A_0^{-1} Z^T`` with the coarse
-matrix ``A_0 = Z^T A Z``. One-level Schwarz only exchanges information
-between neighbouring subdomains, so its iterations grow with their number;
-``Q`` removes the error that is constant on each subdomain, globally, in one
-solve. The coarse matrix is one scatter-add of ``A.values`` (its pattern and
-the position of each entry of ``A`` in it are found once per pattern) and is
-factored with the subdomain blocks, once per matrix.
+A coarse level (``coarse="nicolaides"``, ``"smoothed"`` or a
+:class:`~learnsolve.solvers.coarse.CoarseSpace`) adds a coarse space ``Z`` of
+one vector per subdomain and ``Q = Z A_0^{-1} Z^T`` with the coarse matrix
+``A_0 = Z^T A Z`` (sparse products), factored with the subdomain blocks, once
+per matrix: see :mod:`learnsolve.solvers.coarse`.
 """
 from __future__ import annotations
 
@@ -45,18 +41,15 @@ import torch
 from torch import nn
 
 from ..core.csr import CSRMatrix
-from ..core.pattern import Pattern
 from ..linalg.direct import SparseLU
 from ..problems.decomposition import LocalStructure, Partition
 from ..problems.decomposition import partition as make_partition
 from ..problems.problem import Problem, check_count
 from .base import IterativeSolver, MatrixCache, Solution, check_system, matrix_of
+from .coarse import CoarseSpace, as_coarse_space, coarse_correction
 from .stationary import iterate
 
-__all__ = ["RAS", "Subdomains", "RobinInterface", "ras_loss", "best_robin", "COARSE_SPACES"]
-
-#: The coarse spaces of :class:`RAS` (None: one level).
-COARSE_SPACES = ("nicolaides",)
+__all__ = ["RAS", "Subdomains", "RobinInterface", "ras_loss", "best_robin"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,56 +140,6 @@ def _subdomains(A: CSRMatrix, partition: Partition, coordinates) -> Subdomains:
         arrays = by_pattern[A._pattern] = (
             local, nodes, rows, boundary, boundary[rows] & boundary[local.stacked.col], pick)
     return Subdomains(A, partition, coordinates, *arrays)
-
-
-@dataclass(frozen=True, eq=False)
-class CoarseStructure:
-    """Where ``A_0 = Z^T A Z`` lies, for the Nicolaides space of a partition.
-
-    Attributes
-    ----------
-    membership : Tensor (n,)
-        The subdomain whose core holds each node: ``Z`` (``Z^T r`` is a
-        scatter-add by it, ``Z y`` the gather ``y[membership]``).
-    pattern : Pattern
-        The pattern of ``A_0`` (``S x S``: subdomains coupled by an entry of A).
-    map : Tensor (nnz(A),)
-        The entry of ``A_0`` each entry of ``A`` adds to.
-    """
-
-    membership: torch.Tensor
-    pattern: Pattern
-    map: torch.Tensor
-
-    def matrix(self, A: CSRMatrix) -> CSRMatrix:
-        """``A_0 = Z^T A Z`` (differentiable in ``A.values``)."""
-        values = A.values.new_zeros(self.pattern.nnz).index_add(0, self.map, A.values)
-        return CSRMatrix._from_pattern(self.pattern, values)
-
-    def restrict(self, r: torch.Tensor) -> torch.Tensor:
-        """``Z^T r`` for ``r`` of shape ``(n,)`` or ``(n, k)``."""
-        S = self.pattern.shape[0]
-        return r.new_zeros((S,) + tuple(r.shape[1:])).index_add(0, self.membership, r)
-
-
-# Partition -> pattern of A -> CoarseStructure; both held weakly.
-_COARSE: "weakref.WeakKeyDictionary[Partition, weakref.WeakKeyDictionary]" = \
-    weakref.WeakKeyDictionary()
-
-
-def _coarse_structure(A: CSRMatrix, partition: Partition) -> CoarseStructure:
-    by_pattern = _COARSE.setdefault(partition, weakref.WeakKeyDictionary())
-    structure = by_pattern.get(A._pattern)
-    if structure is None:
-        S = partition.num_parts
-        membership = partition.membership.to(A.device)
-        key = membership[A.row_indices()] * S + membership[A.col_indices]
-        unique, position = torch.unique(key, sorted=True, return_inverse=True)
-        rows = unique // S
-        crow = torch.cat([rows.new_zeros(1), torch.bincount(rows, minlength=S).cumsum(0)])
-        structure = by_pattern[A._pattern] = CoarseStructure(
-            membership, Pattern(crow, unique % S, (S, S)), position)
-    return structure
 
 
 class RobinInterface(nn.Module):
@@ -297,9 +240,13 @@ class RAS(IterativeSolver):
         ``S``, to partition a problem that has no partition.
     method : str
         The partitioning method then (see :func:`~learnsolve.problems.partition`).
-    coarse : {None, "nicolaides"}
+    coarse : None, "nicolaides", "smoothed" or CoarseSpace
         A coarse level: None, one-level Schwarz; ``"nicolaides"``, the space of
-        one vector per subdomain, the indicator of its core (see the Notes).
+        one vector per subdomain, the indicator of its core; ``"smoothed"``,
+        those indicators after one damped Jacobi step (:mod:`~learnsolve.solvers.coarse`;
+        a :class:`~learnsolve.solvers.coarse.SmoothedNicolaides` module with
+        ``learnable=True`` learns its weights). A module is a submodule: its
+        parameters are this RAS's. See the Notes.
     maxiter, rtol, atol, callback
         For the stationary iteration ``x <- x + M (b - A x)``, see
         :class:`IterativeSolver`.
@@ -355,11 +302,10 @@ class RAS(IterativeSolver):
 
     def __init__(self, problem_or_partition=None, overlap: int | None = None,
                  interface: nn.Module | None = None, *, num_parts: int | None = None,
-                 method: str = "auto", coarse: str | None = None, maxiter: int = 100,
-                 rtol: float = 1e-6, atol: float = 0.0, callback=None):
+                 method: str = "auto", coarse: str | CoarseSpace | None = None,
+                 maxiter: int = 100, rtol: float = 1e-6, atol: float = 0.0, callback=None):
         super().__init__(maxiter, rtol, atol, callback)
-        if coarse is not None and coarse not in COARSE_SPACES:
-            raise ValueError(f"coarse: expected None or one of {COARSE_SPACES}, got {coarse!r}")
+        coarse = as_coarse_space(coarse)
         if overlap is not None:
             overlap = check_count(overlap, "overlap", 0)
         if num_parts is not None:
@@ -412,12 +358,18 @@ class RAS(IterativeSolver):
             values = values + self.interface(sub)
         return CSRMatrix._from_pattern(sub.local.stacked, values)
 
-    def coarse_matrix(self, A: CSRMatrix) -> CSRMatrix:
-        """``A_0 = Z^T A Z``, the coarse matrix (``S x S``, differentiable in ``A.values``)."""
+    def coarse_basis(self, A: CSRMatrix) -> CSRMatrix:
+        """``Z``, the coarse space for ``A`` (``n x S``, differentiable)."""
         if self.coarse is None:
-            raise ValueError("coarse_matrix: this RAS has no coarse level (coarse=None)")
+            raise ValueError("coarse: this RAS has no coarse level (coarse=None)")
         self.subdomains(A)  # checks A, moves the partition to A's device
-        return _coarse_structure(A, self.partition).matrix(A)
+        return self.coarse.basis(A, self.partition)
+
+    def coarse_matrix(self, A: CSRMatrix, Z: CSRMatrix | None = None) -> CSRMatrix:
+        """``A_0 = Z^T A Z``, the coarse matrix (``S x S``, sparse products,
+        differentiable); ``Z`` from :meth:`coarse_basis` unless given."""
+        Z = self.coarse_basis(A) if Z is None else Z
+        return Z.T @ (A @ Z)
 
     def _factor(self, A: CSRMatrix) -> tuple[SparseLU, Subdomains, tuple | None]:
         """The factors of the subdomain blocks, the subdomains, and with a coarse level
@@ -431,20 +383,21 @@ class RAS(IterativeSolver):
                     f"RAS: a subdomain matrix A_i + L_i is singular ({error})") from None
             if self.coarse is None:
                 return lu, sub, None
-            structure = _coarse_structure(A, self.partition)
+            Z = self.coarse.basis(A, self.partition)
             try:
-                return lu, sub, (structure, SparseLU(structure.matrix(A)))
+                return lu, sub, (Z, SparseLU(self.coarse_matrix(A, Z)))
             except torch.linalg.LinAlgError as error:
                 raise torch.linalg.LinAlgError(
                     f"RAS: the coarse matrix Z^T A Z is singular ({error})") from None
-        parameters = () if self.interface is None else tuple(self.interface.parameters())
+        modules = [m for m in (self.interface, self.coarse) if isinstance(m, nn.Module)]
+        parameters = tuple(p for m in modules for p in m.parameters())
         recorded = torch.is_grad_enabled() and (
             A.values.requires_grad or any(p.requires_grad for p in parameters))
         if recorded:
             return compute()
-        # the interface's state (parameters, and buffers as a fixed Robin alpha) and the
-        # coordinates it reads: an in-place change of any of them refactors
-        state = () if self.interface is None else parameters + tuple(self.interface.buffers())
+        # the interface's and the coarse space's state (parameters, and buffers as a fixed
+        # Robin alpha) and the coordinates: an in-place change of any of them refactors
+        state = parameters + tuple(b for m in modules for b in m.buffers())
         key = (A.values, self.partition) + state + (
             () if self.coordinates is None else (self.coordinates,))
         return self._factors.get(key, compute)
@@ -458,7 +411,7 @@ class RAS(IterativeSolver):
             return lu.solve(r[sub.nodes])[sub.pick]
         if coarse is None:
             return one_level
-        correct = _coarse_correction(*coarse)
+        correct = coarse_correction(*coarse)
 
         def apply(r: torch.Tensor) -> torch.Tensor:
             y = correct(r)
@@ -475,7 +428,7 @@ class RAS(IterativeSolver):
             return torch.zeros_like(r).index_add(0, sub.nodes, lu.solve(r[sub.nodes]))
         if coarse is None:
             return one_level
-        correct = _coarse_correction(*coarse)
+        correct = coarse_correction(*coarse)
 
         def apply(r: torch.Tensor) -> torch.Tensor:
             y = correct(r)
@@ -529,13 +482,7 @@ class RAS(IterativeSolver):
     def extra_repr(self) -> str:
         bound = "unbound" if self.partition is None else \
             f"{self.partition.num_parts} subdomains, overlap {self.partition.overlap}"
-        coarse = "" if self.coarse is None else f", coarse={self.coarse!r}"
-        return f"{bound}{coarse}, {super().extra_repr()}"
-
-
-def _coarse_correction(structure: CoarseStructure, lu: SparseLU):
-    """``r -> Q r = Z A_0^{-1} Z^T r``."""
-    return lambda r: lu.solve(structure.restrict(r))[structure.membership]
+        return f"{bound}, {super().extra_repr()}"
 
 
 def ras_loss(model: RAS, problem, X: torch.Tensor, *, iterations: int = 4) -> torch.Tensor:
