@@ -286,3 +286,25 @@ def test_plot_sparsity(no_new_pyplot_figures):
         plt.close(fig0)
     with pytest.raises(TypeError, match=r"A: expected a CSRMatrix, a Problem or a scipy"):
         plot_sparsity(np.eye(3))
+
+
+def test_random_schwarz_problems_vary_and_have_floating_subdomains():
+    from learnsolve.problems import floating_subdomains, random_schwarz_problem
+    problems = ProblemSet(partial(random_schwarz_problem, dtype=torch.float64), 8, seed=0)
+    sizes = [p.num_nodes for p in problems]
+    parts = [p.partition.num_parts for p in problems]
+    assert all(400 < n < 2_400 for n in sizes) and len(set(parts)) >= 5
+    assert all(40 * 0.8 <= n / s <= 120 * 1.2 for n, s in zip(sizes, parts))
+    floating = [p.info["floating_subdomains"] for p in problems]
+    assert sum(f > 0 for f in floating) >= 3 and 0 in floating
+    # A subdomain floats when no core node couples to an eliminated Dirichlet node.
+    p = problems[int(np.argmax(floating))]
+    touches = p.A.row_sum() > 1e-8 * p.A.diagonal()
+    expected = sum(not bool(touches[p.partition.membership == i].any())
+                   for i in range(p.partition.num_parts))
+    assert floating_subdomains(p) == expected == max(floating)
+    assert floating_subdomains(p.to(torch.float32)) == expected     # rounding is not coupling
+    with pytest.raises(ValueError, match=r"nodes: expected 1 <= low <= high"):
+        random_schwarz_problem(0, nodes=(2_000, 500))
+    with pytest.raises(ValueError, match=r"partition: the problem has no partition"):
+        floating_subdomains(poisson_1d(5))

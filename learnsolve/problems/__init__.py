@@ -25,7 +25,8 @@ Examples
 from .decomposition import Partition, adjacency, partition
 from .diffusion import (JumpCoefficient, LognormalCoefficient, diffusion_2d, edge_coefficients,
                         jump_coefficient, lognormal_coefficient)
-from .factories import GEOMETRIES, random_grid_problem, random_mesh_problem
+from .factories import (GEOMETRIES, floating_subdomains, random_grid_problem,
+                        random_mesh_problem, random_schwarz_problem)
 from .fem import (discretisation_error, element_coefficient, fem_problem, load_vector,
                   lumped_mass, stiffness_matrix)
 from .gallery import EXAMPLES, anisotropic_diffusion, load_example, stencil_problem
@@ -46,6 +47,7 @@ __all__ = [
     "discretisation_error",
     "EXAMPLES", "load_example", "stencil_problem", "anisotropic_diffusion",
     "Partition", "partition", "adjacency",
-    "GEOMETRIES", "random_mesh_problem", "random_grid_problem",
+    "GEOMETRIES", "random_mesh_problem", "random_grid_problem", "random_schwarz_problem",
+    "floating_subdomains",
     "plot_mesh", "plot_field", "plot_sparsity",
 ]

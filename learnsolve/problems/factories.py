@@ -8,11 +8,13 @@ import numpy as np
 import torch
 
 from . import mesh as meshes
+from .decomposition import Partition
 from .diffusion import JumpCoefficient, LognormalCoefficient, diffusion_2d
 from .fem import fem_problem
 from .problem import Problem
 
-__all__ = ["GEOMETRIES", "random_mesh_problem", "random_grid_problem"]
+__all__ = ["GEOMETRIES", "random_mesh_problem", "random_grid_problem", "random_schwarz_problem",
+           "floating_subdomains"]
 
 #: The geometries :func:`random_mesh_problem` knows (``"any"`` draws one of them).
 GEOMETRIES = ("random_polygon", "disk", "l_shape", "square_with_holes", "rectangle")
@@ -99,4 +101,75 @@ def random_grid_problem(seed: int, index: int = 0, *, n: int = 32, coefficient="
     problem = diffusion_2d(n, n, k, seed=seed % 2**63, dtype=dtype, device=device)
     if num_parts is not None:
         problem = problem.with_partition(num_parts, overlap)
+    return problem
+
+
+def floating_subdomains(problem: Problem, partition: Partition | None = None) -> int:
+    """The subdomains whose core touches no physical (Dirichlet) boundary.
+
+    After the Dirichlet nodes are eliminated, a node next to one keeps a
+    positive row sum (its coupling to the eliminated node): a subdomain none of
+    whose core rows has one "floats", its matrix block nearly singular (the
+    pure Neumann problem), and only a coarse level reaches it in one step.
+    """
+    partition = problem.partition if partition is None else partition
+    if partition is None:
+        raise ValueError("partition: the problem has no partition; pass one")
+    A = problem.A.detach()
+    # above rounding (sqrt(eps) of the diagonal; a real coupling is a fraction of it)
+    touches = A.row_sum() > torch.finfo(A.dtype).eps ** 0.5 * A.diagonal().abs()
+    touching = torch.zeros(partition.num_parts, dtype=torch.bool, device=touches.device)
+    touching[partition.membership.to(touches.device)[touches]] = True
+    return int((~touching).sum())
+
+
+def random_schwarz_problem(seed: int, index: int = 0, *, nodes: tuple[int, int] = (500, 2_000),
+                           nodes_per_subdomain: tuple[int, int] = (40, 120),
+                           geometry: str = "any", coefficient="constant", overlap: int = 1,
+                           dtype: torch.dtype | None = None, device=None) -> Problem:
+    """A partitioned P1 problem on a random domain, to train a Schwarz method on what
+    held-out meshes will show: varied sizes and subdomain counts, cross points, and
+    subdomains that touch no physical boundary.
+
+    The number of unknowns is drawn log-uniformly from ``nodes`` and the nodes
+    per subdomain uniformly from ``nodes_per_subdomain``; the mesh size that
+    gives that many nodes comes from the domain's area (:func:`mesh_size`).
+    ``info`` records ``"floating_subdomains"`` (:func:`floating_subdomains`).
+
+    Parameters
+    ----------
+    seed, index
+        As :func:`random_mesh_problem` (a :class:`ProblemSet` factory).
+    nodes : (int, int)
+        The range of the number of unknowns (within about 10 %).
+    nodes_per_subdomain : (int, int)
+        The range of the unknowns per subdomain (``num_parts = round(N / this)``,
+        at least 2).
+    geometry, coefficient, overlap, dtype, device
+        As :func:`random_mesh_problem`.
+
+    Examples
+    --------
+    >>> from learnsolve.problems import ProblemSet, random_schwarz_problem
+    >>> problems = ProblemSet(random_schwarz_problem, 4, seed=0)
+    >>> all(400 < p.num_nodes < 2_400 for p in problems)
+    True
+    >>> sum(p.info["floating_subdomains"] for p in problems) > 0
+    True
+    """
+    low, high = (int(v) for v in nodes)
+    lo_part, hi_part = (float(v) for v in nodes_per_subdomain)
+    if not 1 <= low <= high:
+        raise ValueError(f"nodes: expected 1 <= low <= high, got {nodes!r}")
+    if not 1 <= lo_part <= hi_part:
+        raise ValueError(f"nodes_per_subdomain: expected 1 <= low <= high, got "
+                         f"{nodes_per_subdomain!r}")
+    rng = np.random.default_rng([seed, 0x5C4])
+    target = int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))
+    per_subdomain = rng.uniform(lo_part, hi_part)
+    options = dict(geometry=geometry, coefficient=coefficient, dtype=dtype, device=device)
+    area = float(random_mesh_problem(seed, h=0.25, **options).mesh.areas.sum())
+    problem = random_mesh_problem(seed, h=meshes.mesh_size(target, area), **options)
+    problem = problem.with_partition(max(2, round(problem.num_nodes / per_subdomain)), overlap)
+    problem.info["floating_subdomains"] = floating_subdomains(problem)
     return problem
