@@ -1,4 +1,4 @@
-"""Coarse spaces of two-level Schwarz methods: the basis ``Z`` (``n x S``, one column
+"""Coarse spaces of two-level Schwarz methods: the basis ``Z`` (``n x`` a few columns
 per subdomain) from which :class:`~learnsolve.solvers.RAS` builds the coarse
 correction ``Q = Z A_0^{-1} Z^T``, ``A_0 = Z^T A Z``.
 
@@ -6,27 +6,26 @@ One-level Schwarz only exchanges information between neighbouring subdomains,
 so its iterations grow with their number; ``Q`` corrects, in one global solve,
 the error that lies in the span of ``Z``. :class:`Nicolaides` takes the
 indicator of each subdomain's core (a partition of unity: the error constant on
-each subdomain); :class:`SmoothedNicolaides` smooths it by damped Jacobi steps,
-``Z <- (I - omega D^{-1} A) Z``, which widens each column by a layer of nodes a
-step and lets it follow the solution's slope across the interfaces, as the
-tentative prolongator of smoothed aggregation is smoothed. Its weights can be
-learned. ``Z`` is a sparse :class:`~learnsolve.CSRMatrix` built by sparse
-products, so ``A_0`` and every gradient keep their sparsity.
+each subdomain); :class:`Linear` adds the linear functions of each core. Either
+can be smoothed by damped Jacobi steps, whose weights can be learned. ``Z`` is a
+sparse :class:`~learnsolve.CSRMatrix` built by sparse products, so ``A_0`` and
+every gradient keep their sparsity.
 """
 from __future__ import annotations
 
 import weakref
+from functools import partial
 
 import torch
 from torch import nn
 
 from ..core.arith import add
+from ..core.construct import from_coo
 from ..core.csr import CSRMatrix
 from ..core.pattern import Pattern
 from ..problems.decomposition import Partition
 
-__all__ = ["CoarseSpace", "Nicolaides", "SmoothedNicolaides", "as_coarse_space",
-           "COARSE_SPACES"]
+__all__ = ["CoarseSpace", "Nicolaides", "Linear", "as_coarse_space", "COARSE_SPACES"]
 
 # Partition -> device -> the pattern of its indicator basis; the partition held weakly.
 _INDICATORS: "weakref.WeakKeyDictionary[Partition, dict]" = weakref.WeakKeyDictionary()
@@ -44,75 +43,37 @@ def indicator_pattern(partition: Partition, device: torch.device) -> Pattern:
 
 
 class CoarseSpace(nn.Module):
-    """Base of the coarse spaces: :meth:`basis` gives ``Z`` for a matrix and a partition."""
+    r"""Base of the coarse spaces: :meth:`basis` gives ``Z`` for a matrix and a partition.
 
-    def basis(self, A: CSRMatrix, partition: Partition) -> CSRMatrix:  # pragma: no cover
-        raise NotImplementedError
-
-    def indicators(self, A: CSRMatrix, partition: Partition) -> CSRMatrix:
-        """The indicator of each subdomain's core, in ``A``'s dtype and on its device."""
-        pattern = indicator_pattern(partition, A.device)
-        return CSRMatrix._from_pattern(pattern, A.values.new_ones(pattern.nnz).detach())
-
-
-class Nicolaides(CoarseSpace):
-    """The Nicolaides coarse space: ``Z``'s column ``i`` is the indicator of the core of
-    subdomain ``i`` (the cores partition the nodes, so the columns sum to 1).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from learnsolve.problems import poisson_1d, partition
-    >>> from learnsolve.solvers.coarse import Nicolaides
-    >>> p = poisson_1d(6, dtype=torch.float64)
-    >>> Nicolaides().basis(p.A, partition(p, 2, method="bfs")).to_dense()
-    tensor([[1., 0.],
-            [1., 0.],
-            [1., 0.],
-            [0., 1.],
-            [0., 1.],
-            [0., 1.]], dtype=torch.float64)
-    """
-
-    def basis(self, A: CSRMatrix, partition: Partition) -> CSRMatrix:
-        return self.indicators(A, partition)
-
-
-class SmoothedNicolaides(CoarseSpace):
-    """The Nicolaides space smoothed by damped Jacobi: ``Z_k = (I - omega_k D^{-1} A)
-    Z_{k-1}``, ``Z_0`` the core indicators, ``D = diag(A)``.
+    A subclass gives the unsmoothed basis (:meth:`raw_basis`); the base smooths it
+    by ``steps`` damped Jacobi steps, ``Z <- (I - omega_k D^{-1} A) Z``
+    (``D = diag(A)``), each of which widens a column by one layer of nodes and
+    lets it follow the solution across the interfaces, as smoothed aggregation
+    smooths its tentative prolongator.
 
     Parameters
     ----------
     steps : int
-        The smoothing steps (each widens a column by one layer of neighbours).
+        The smoothing steps (0: none).
     omega : float
         The damping of every step (2/3: damped Jacobi's classical weight).
     learnable : bool
-        Make the weights ``omega_k`` (one per step) ``nn.Parameter``\\ s, trained with
-        the rest of the preconditioner (``pcg_loss``, ``gmres_loss``).
+        Make the weights ``omega_k`` (one per step, float64) ``nn.Parameter``\ s,
+        trained with the rest of the preconditioner (``pcg_loss``, ``gmres_loss``).
 
     Notes
     -----
     ``Z`` is built by sparse products (``A Z`` is an SpGEMM whose pattern is
     cached), so it is differentiable in ``A.values`` and in the weights. The
     scale of ``A`` cancels in ``D^{-1} A``: the space is the same for ``c A``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from learnsolve.problems import poisson_1d, partition
-    >>> from learnsolve.solvers.coarse import SmoothedNicolaides
-    >>> p = poisson_1d(6, dtype=torch.float64)
-    >>> Z = SmoothedNicolaides(omega=0.5).basis(p.A, partition(p, 2, method="bfs"))
-    >>> Z.to_dense()[:, 0]                      # the first core's indicator, smoothed
-    tensor([0.7500, 1.0000, 0.7500, 0.2500, 0.0000, 0.0000], dtype=torch.float64)
     """
 
-    def __init__(self, steps: int = 1, omega: float = 2.0 / 3.0, *, learnable: bool = False):
+    needs_coordinates = False
+
+    def __init__(self, steps: int = 0, omega: float = 2.0 / 3.0, *, learnable: bool = False):
         super().__init__()
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps: expected an integer >= 0, got {steps!r}")
         if isinstance(omega, bool) or not isinstance(omega, (int, float)) or not 0 < omega < 2:
             raise ValueError(f"omega: expected a number in (0, 2), got {omega!r}")
         if not isinstance(learnable, bool):
@@ -123,21 +84,126 @@ class SmoothedNicolaides(CoarseSpace):
         else:
             self.register_buffer("omega", weights)
 
-    def basis(self, A: CSRMatrix, partition: Partition) -> CSRMatrix:
-        Z = self.indicators(A, partition)
-        inverse_diagonal = A.diagonal().reciprocal()
-        for omega in self.omega.to(A.dtype):
-            AZ = A @ Z
-            scaled = AZ.with_values(AZ.values * inverse_diagonal[AZ.row_indices()])
-            Z = add(Z, scaled, 1.0, -omega)
+    def raw_basis(self, A: CSRMatrix, partition: Partition,
+                  coordinates: torch.Tensor | None) -> CSRMatrix:  # pragma: no cover
+        raise NotImplementedError
+
+    def basis(self, A: CSRMatrix, partition: Partition,
+              coordinates: torch.Tensor | None = None) -> CSRMatrix:
+        """``Z`` (``n x`` columns, sparse, differentiable) for ``A`` under ``partition``;
+        ``coordinates`` ``(n, d)`` where the space needs them."""
+        if self.needs_coordinates and coordinates is None:
+            raise ValueError(f"coordinates: the {type(self).__name__} coarse space needs the "
+                             f"problem's node coordinates (a mesh or grid problem)")
+        Z = self.raw_basis(A, partition, coordinates)
+        if self.omega.numel():
+            inverse_diagonal = A.diagonal().reciprocal()
+            for omega in self.omega.to(A.dtype):
+                AZ = A @ Z
+                scaled = AZ.with_values(AZ.values * inverse_diagonal[AZ.row_indices()])
+                Z = add(Z, scaled, 1.0, -omega)
         return Z
 
+    def indicators(self, A: CSRMatrix, partition: Partition) -> CSRMatrix:
+        """The indicator of each subdomain's core, in ``A``'s dtype and on its device."""
+        pattern = indicator_pattern(partition, A.device)
+        return CSRMatrix._from_pattern(pattern, A.values.new_ones(pattern.nnz).detach())
+
     def extra_repr(self) -> str:
+        if not self.omega.numel():
+            return ""
         return f"omega={[round(float(w), 4) for w in self.omega.detach()]}"
 
 
+class Nicolaides(CoarseSpace):
+    """The Nicolaides coarse space: ``Z``'s column ``i`` is the indicator of the core of
+    subdomain ``i`` (the cores partition the nodes, so the columns sum to 1), smoothed
+    by ``steps`` damped Jacobi steps (see :class:`CoarseSpace`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from learnsolve.problems import poisson_1d, partition
+    >>> from learnsolve.solvers.coarse import Nicolaides
+    >>> p = poisson_1d(6, dtype=torch.float64)
+    >>> P = partition(p, 2, method="bfs")
+    >>> Nicolaides().basis(p.A, P).to_dense().T
+    tensor([[1., 1., 1., 0., 0., 0.],
+            [0., 0., 0., 1., 1., 1.]], dtype=torch.float64)
+    >>> Nicolaides(steps=1, omega=0.5).basis(p.A, P).to_dense()[:, 0]   # smoothed
+    tensor([0.7500, 1.0000, 0.7500, 0.2500, 0.0000, 0.0000], dtype=torch.float64)
+    """
+
+    def raw_basis(self, A, partition, coordinates):
+        return self.indicators(A, partition)
+
+
+class Linear(CoarseSpace):
+    """The Nicolaides space enriched with the linear functions of each core: for
+    subdomain ``i``, its indicator and ``(x_d - c_d) / s_d`` on its core for every
+    coordinate ``d`` (``c`` the core's centroid, ``s`` the root mean square of the
+    deviation), smoothed by ``steps`` damped Jacobi steps (:class:`CoarseSpace`).
+
+    ``1 + d`` vectors per subdomain: the constant and linear parts of the error,
+    which one-level Schwarz damps slowest and a subdomain cannot see, in one
+    coarse solve (as the rigid body modes do for elasticity). A coordinate whose
+    deviation vanishes on a core (a straight row of nodes) adds no vector. Needs
+    the problem's coordinates.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from learnsolve.problems import poisson_2d
+    >>> from learnsolve.solvers.coarse import Linear
+    >>> p = poisson_2d(6, dtype=torch.float64).with_partition(4, overlap=1)
+    >>> Z = Linear().basis(p.A, p.partition, p.coordinates)
+    >>> Z.shape, Z.nnz                        # 3 vectors a subdomain, 3 entries a node
+    ((36, 12), 108)
+    """
+
+    needs_coordinates = True
+
+    def raw_basis(self, A, partition, coordinates):
+        # Its values do not depend on A: kept per partition, coordinates (the same
+        # tensor, unchanged) and dtype, so that the products' patterns stay cached.
+        by_partition = _LINEAR.setdefault(partition, {})
+        key = (id(coordinates), A.device, A.dtype)
+        entry = by_partition.get(key)
+        if entry is None or entry[0]() is not coordinates or entry[1] != coordinates._version:
+            with torch.no_grad():
+                basis = _linear_basis(partition, coordinates.to(A.device, A.dtype))
+            entry = by_partition[key] = (weakref.ref(coordinates), coordinates._version, basis)
+        return entry[2]
+
+
+# Partition -> (id of the coordinates, device, dtype) -> (weak reference to them, their
+# version, the unsmoothed linear basis); the partition held weakly.
+_LINEAR: "weakref.WeakKeyDictionary[Partition, dict]" = weakref.WeakKeyDictionary()
+
+
+def _linear_basis(partition: Partition, X: torch.Tensor) -> CSRMatrix:
+    """The indicators and the scaled linear functions of each core (see :class:`Linear`)."""
+    n, S, d = partition.num_nodes, partition.num_parts, X.shape[1]
+    m = partition.membership.to(X.device)
+    counts = torch.bincount(m, minlength=S).to(X.dtype)[:, None]
+    centroid = X.new_zeros(S, d).index_add(0, m, X) / counts
+    deviation = X - centroid[m]
+    spread = (X.new_zeros(S, d).index_add(0, m, deviation ** 2) / counts).sqrt()
+    keep = spread > torch.finfo(X.dtype).eps ** 0.5 * spread.max().clamp_min(1e-300)
+    column = torch.cumsum(keep.flatten().long(), 0).reshape(S, d) - 1 + S    # after the S
+    rows = torch.arange(n, device=X.device)
+    kept = keep[m]                                                          # (n, d)
+    linear_rows = rows[:, None].expand(n, d)[kept]
+    linear_cols = column[m][kept]
+    linear_values = (deviation / torch.where(keep, spread, 1.0)[m])[kept]
+    width = S + int(keep.sum())
+    return from_coo(torch.cat([rows, linear_rows]), torch.cat([m, linear_cols]),
+                    torch.cat([X.new_ones(n), linear_values]), (n, width))
+
+
 #: The coarse spaces :class:`~learnsolve.solvers.RAS` takes by name.
-COARSE_SPACES = {"nicolaides": Nicolaides, "smoothed": SmoothedNicolaides}
+COARSE_SPACES = {"nicolaides": Nicolaides, "smoothed": partial(Nicolaides, steps=1),
+                 "linear": Linear, "smoothed linear": partial(Linear, steps=1)}
 
 
 def as_coarse_space(coarse) -> CoarseSpace | None:

@@ -240,13 +240,15 @@ class RAS(IterativeSolver):
         ``S``, to partition a problem that has no partition.
     method : str
         The partitioning method then (see :func:`~learnsolve.problems.partition`).
-    coarse : None, "nicolaides", "smoothed" or CoarseSpace
-        A coarse level: None, one-level Schwarz; ``"nicolaides"``, the space of
-        one vector per subdomain, the indicator of its core; ``"smoothed"``,
-        those indicators after one damped Jacobi step (:mod:`~learnsolve.solvers.coarse`;
-        a :class:`~learnsolve.solvers.coarse.SmoothedNicolaides` module with
-        ``learnable=True`` learns its weights). A module is a submodule: its
-        parameters are this RAS's. See the Notes.
+    coarse : None, str or CoarseSpace
+        A coarse level (:mod:`learnsolve.solvers.coarse`): None, one-level
+        Schwarz; ``"nicolaides"``, one vector per subdomain, the indicator of
+        its core; ``"linear"``, also the linear functions of each core (needs
+        the problem's coordinates); ``"smoothed"`` and ``"smoothed linear"``,
+        those after one damped Jacobi step. A
+        :class:`~learnsolve.solvers.coarse.CoarseSpace` module (one with
+        learnable smoothing weights, say) is a submodule: its parameters are
+        this RAS's. See the Notes.
     maxiter, rtol, atol, callback
         For the stationary iteration ``x <- x + M (b - A x)``, see
         :class:`IterativeSolver`.
@@ -363,7 +365,7 @@ class RAS(IterativeSolver):
         if self.coarse is None:
             raise ValueError("coarse: this RAS has no coarse level (coarse=None)")
         self.subdomains(A)  # checks A, moves the partition to A's device
-        return self.coarse.basis(A, self.partition)
+        return self.coarse.basis(A, self.partition, self.coordinates)
 
     def coarse_matrix(self, A: CSRMatrix, Z: CSRMatrix | None = None) -> CSRMatrix:
         """``A_0 = Z^T A Z``, the coarse matrix (``S x S``, sparse products,
@@ -383,7 +385,7 @@ class RAS(IterativeSolver):
                     f"RAS: a subdomain matrix A_i + L_i is singular ({error})") from None
             if self.coarse is None:
                 return lu, sub, None
-            Z = self.coarse.basis(A, self.partition)
+            Z = self.coarse.basis(A, self.partition, self.coordinates)
             try:
                 return lu, sub, (Z, SparseLU(self.coarse_matrix(A, Z)))
             except torch.linalg.LinAlgError as error:
