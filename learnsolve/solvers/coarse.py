@@ -168,6 +168,15 @@ class Linear(CoarseSpace):
         # tensor, unchanged) and dtype, so that the products' patterns stay cached.
         by_partition = _LINEAR.setdefault(partition, {})
         key = (id(coordinates), A.device, A.dtype)
+        return self.linear_basis(A, partition, coordinates)[0]
+
+    @staticmethod
+    def linear_basis(A: CSRMatrix, partition: Partition, coordinates: torch.Tensor
+                     ) -> tuple[CSRMatrix, torch.Tensor]:
+        """The unsmoothed basis and the kind of each of its columns (0: an indicator,
+        ``1 + k``: the linear function of coordinate ``k``), cached."""
+        by_partition = _LINEAR.setdefault(partition, {})
+        key = (id(coordinates), A.device, A.dtype)
         entry = by_partition.get(key)
         if entry is None or entry[0]() is not coordinates or entry[1] != coordinates._version:
             with torch.no_grad():
@@ -181,8 +190,9 @@ class Linear(CoarseSpace):
 _LINEAR: "weakref.WeakKeyDictionary[Partition, dict]" = weakref.WeakKeyDictionary()
 
 
-def _linear_basis(partition: Partition, X: torch.Tensor) -> CSRMatrix:
-    """The indicators and the scaled linear functions of each core (see :class:`Linear`)."""
+def _linear_basis(partition: Partition, X: torch.Tensor) -> tuple[CSRMatrix, torch.Tensor]:
+    """The indicators and the scaled linear functions of each core (see :class:`Linear`),
+    and the kind of each column (0: an indicator, ``1 + k``: coordinate ``k``)."""
     n, S, d = partition.num_nodes, partition.num_parts, X.shape[1]
     m = partition.membership.to(X.device)
     counts = torch.bincount(m, minlength=S).to(X.dtype)[:, None]
@@ -197,8 +207,10 @@ def _linear_basis(partition: Partition, X: torch.Tensor) -> CSRMatrix:
     linear_cols = column[m][kept]
     linear_values = (deviation / torch.where(keep, spread, 1.0)[m])[kept]
     width = S + int(keep.sum())
-    return from_coo(torch.cat([rows, linear_rows]), torch.cat([m, linear_cols]),
-                    torch.cat([X.new_ones(n), linear_values]), (n, width))
+    basis = from_coo(torch.cat([rows, linear_rows]), torch.cat([m, linear_cols]),
+                     torch.cat([X.new_ones(n), linear_values]), (n, width))
+    kinds = torch.cat([m.new_zeros(S), (torch.arange(d, device=X.device) + 1).expand(S, d)[keep]])
+    return basis, kinds
 
 
 #: The coarse spaces :class:`~learnsolve.solvers.RAS` takes by name.

@@ -1,0 +1,121 @@
+"""A graph network that learns the coarse space of two-level Schwarz (after MG-GNN,
+Taghibakhshi et al. 2023, which learns a two-level method's coarse operators).
+
+:class:`CoarseNet` corrects the linear coarse space
+(:class:`~learnsolve.solvers.coarse.Linear`: the indicator and the scaled linear
+functions of each subdomain's core) node by node,
+
+    Z = Z_linear + diag(alpha_kind) G,
+
+with ``G`` a network's output on ``Z_linear``'s pattern (each node's entries in
+the columns of its own subdomain: ``1 + d`` values a node, bounded by ``tanh``)
+and one weight ``alpha`` per kind of column (indicators, each coordinate's
+linear function) that starts at 0: an untrained network *is* the classical
+linear space, and training can only start from it (PreCorrector's construction,
+for a coarse space). The node features are scale-free and local: the node's
+linear coordinates in its subdomain, whether it lies on its core's boundary,
+and its scaled row sum (nonzero next to the physical boundary); message passing
+runs on the graph of ``A`` scaled to a unit diagonal. One set of weights serves
+any mesh and any number of subdomains.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..core.csr import CSRMatrix
+from ..problems.decomposition import Partition
+from ..problems.problem import check_count
+from ..solvers.coarse import Linear
+from .interface import MessagePassing, _graph, _mlp
+
+__all__ = ["CoarseNet"]
+
+
+class CoarseNet(Linear):
+    """A learned correction of the linear coarse space: use it as ``RAS(coarse=...)``.
+
+    Parameters
+    ----------
+    hidden : int
+        Width of the node and edge features.
+    layers : int
+        Rounds of message passing.
+    steps, omega, learnable_omega
+        Damped Jacobi smoothing of the corrected basis (see
+        :class:`~learnsolve.solvers.coarse.CoarseSpace`).
+
+    Attributes
+    ----------
+    alpha : nn.Parameter (1 + d,)
+        The weight of the correction of each kind of column; 0 at the start.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from learnsolve.nn import CoarseNet
+    >>> from learnsolve.problems import poisson_2d
+    >>> from learnsolve.solvers import RAS
+    >>> p = poisson_2d(8, dtype=torch.float64).with_partition(4, overlap=1)
+    >>> net = CoarseNet(hidden=8, layers=1).double()
+    >>> learned, classical = RAS(p, coarse=net), RAS(p, coarse="linear")
+    >>> torch.equal(learned.coarse_basis(p.A).to_dense(), classical.coarse_basis(p.A).to_dense())
+    True
+    """
+
+    def __init__(self, hidden: int = 16, layers: int = 2, *, steps: int = 0,
+                 omega: float = 2.0 / 3.0, learnable_omega: bool = False, dimensions: int = 2):
+        super().__init__(steps, omega, learnable=learnable_omega)
+        hidden = check_count(hidden, "hidden")
+        layers = check_count(layers, "layers", 0)
+        self.dimensions = check_count(dimensions, "dimensions")
+        self.encode_node = _mlp(self.dimensions + 2, hidden, hidden)
+        self.encode_edge = _mlp(1, hidden, hidden)
+        self.rounds = nn.ModuleList(MessagePassing(hidden) for _ in range(layers))
+        self.decode = _mlp(hidden, hidden, self.dimensions + 1)
+        self.alpha = nn.Parameter(torch.zeros(self.dimensions + 1))
+
+    def correction(self, A: CSRMatrix, partition: Partition, coordinates: torch.Tensor
+                   ) -> torch.Tensor:
+        """``G``: the network's ``(n, 1 + d)`` output, in ``(-1, 1)``."""
+        dtype = self.alpha.dtype
+        Z, kinds = self.linear_basis(A, partition, coordinates)
+        n = A.shape[0]
+        if coordinates.shape[1] != self.dimensions:
+            raise ValueError(f"coordinates: expected {self.dimensions}-D coordinates (this "
+                             f"CoarseNet's dimensions), got {coordinates.shape[1]}-D")
+        row, inverse_degree, _ = _graph(A._pattern)
+        col = A.col_indices
+        values = A.values.detach().to(dtype)
+        diagonal = A.diagonal().detach().to(dtype)
+        if bool((diagonal <= 0).any()):
+            raise ValueError("A: expected a positive diagonal (the features scale by it)")
+        scaled = values / torch.sqrt(diagonal[row] * diagonal[col])
+        membership = partition.membership.to(A.device)
+        linear = torch.zeros(n, self.dimensions, dtype=dtype, device=A.device)
+        entry_kind = kinds[Z.col_indices]
+        is_linear = entry_kind > 0
+        linear[Z.row_indices()[is_linear], entry_kind[is_linear] - 1] = \
+            Z.values[is_linear].to(dtype)
+        crossing = (membership[row] != membership[col]).to(dtype)
+        on_boundary = torch.zeros(n, dtype=dtype, device=A.device).index_add(
+            0, row, crossing).clamp(max=1)
+        row_sum = CSRMatrix._from_pattern(A._pattern, values).row_sum() / diagonal
+        nodes = torch.cat([linear, on_boundary[:, None], row_sum[:, None]], dim=1)
+        S = CSRMatrix._from_pattern(A._pattern, scaled)
+        h, e = self.encode_node(nodes), self.encode_edge(scaled[:, None])
+        inverse_degree = inverse_degree.to(dtype)
+        for layer in self.rounds:
+            h, e = layer(h, e, S, row, inverse_degree)
+        return torch.tanh(self.decode(h))
+
+    def raw_basis(self, A, partition, coordinates):
+        Z, kinds = self.linear_basis(A, partition, coordinates)
+        G = self.correction(A, partition, coordinates)
+        entry_kind = kinds[Z.col_indices]
+        delta = self.alpha[entry_kind] * G[Z.row_indices(), entry_kind]
+        return Z.with_values(Z.values + delta.to(A.dtype))
+
+    def extra_repr(self) -> str:
+        alpha = [round(float(a), 4) for a in self.alpha.detach()]
+        return ", ".join(filter(None, [f"alpha={alpha}", super().extra_repr()]))
