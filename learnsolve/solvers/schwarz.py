@@ -283,6 +283,14 @@ class RAS(IterativeSolver):
       overlap 1, PCG to 1e-6), 36 to 196 subdomains take 35 to 42 iterations
       balanced, 50 to 55 additive and 55 to 85 with one level.
 
+    Which loss trains which use: :func:`ras_loss` (eq. 49) the stationary
+    iteration ``x <- x + M (b - A x)`` with the restricted ``M``;
+    :func:`~learnsolve.solvers.pcg_loss` with ``PCG(M=RAS(...))`` the symmetric
+    variant as PCG applies it; :func:`~learnsolve.solvers.gmres_loss` with
+    ``GMRES(M=RAS(...))`` the restricted one as GMRES applies it. A
+    preconditioner trained for one use need not help another: a Robin
+    interface that speeds up the stationary iteration and GMRES slows PCG down.
+
     Examples
     --------
     >>> import torch
