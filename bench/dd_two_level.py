@@ -12,7 +12,9 @@ RAS and the coarse spaces ``nicolaides`` (the classical two-level method),
 
 * PCG iterations (the balanced two-level variant) and GMRES(30) iterations (the
   multiplicative restricted variant) to a relative residual of 1e-6, one seeded
-  right-hand side; each learned network with the solver it was trained for;
+  right-hand side; each learned network with the solver it was trained for; and the
+  best constant Robin interface (``best_robin`` on the training meshes) on the linear
+  space;
 * the convergence factor of the stationary iteration (power iteration), for the
   two-level methods: a factor of 1 or more is a divergence;
 * the ratio of each two-level method's iterations to the Nicolaides space's,
@@ -41,7 +43,7 @@ from learnsolve.nn import CoarseNet  # noqa: E402
 from learnsolve.problems import (ProblemSet, disk, fem_problem, l_shape, mesh_size,  # noqa: E402
                                  random_polygon, random_schwarz_problem, rectangle,
                                  square_with_holes)
-from learnsolve.solvers import GMRES, PCG, RAS  # noqa: E402
+from learnsolve.solvers import GMRES, PCG, RAS, RobinInterface, best_robin  # noqa: E402
 
 F64 = torch.float64
 NODES_PER_SUBDOMAIN = 100
@@ -63,7 +65,9 @@ def held_out(quick: bool) -> list:
     for name, nodes in plan[:3] if quick else plan:
         nodes = nodes // 4 if quick else nodes
         if name.startswith("random polygon"):
-            mesh = random_polygon(mesh_size(nodes, 1.0), seed=int(name.split()[-1]))
+            seed = int(name.split()[-1])
+            area = float(random_polygon(0.3, seed=seed).areas.sum())
+            mesh = random_polygon(mesh_size(nodes, area), seed=seed)
         else:
             make, area = shapes[name]
             mesh = make(mesh_size(nodes, area))
@@ -83,8 +87,8 @@ def train(solver: str, seed: int, problems, epochs: int) -> tuple[CoarseNet, flo
     return net, time.perf_counter() - start
 
 
-def iterations(solver: str, problem, coarse) -> int | None:
-    ras = RAS(problem, coarse=coarse)
+def iterations(solver: str, problem, coarse, interface=None) -> int | None:
+    ras = RAS(problem, coarse=coarse, interface=interface)
     b = problem.random_rhs(seed=0)
     with torch.no_grad():
         solution = (PCG(M=ras, rtol=1e-6) if solver == "pcg" else
@@ -114,16 +118,22 @@ def main(argv=None) -> dict:
         for seed in range(seeds):
             learned[solver, seed], seconds = train(solver, seed, training, epochs)
             times.append(seconds)
+    alpha, _ = best_robin(list(training), np.linspace(0.0, 0.9, 4 if args.quick else 10),
+                          coarse="linear")
+    robin = f"Robin {alpha:.2f} + linear"
     problems = held_out(args.quick)
-    methods = ["one-level", *CLASSICAL] + [f"learned (seed {s})" for s in range(seeds)]
+    methods = ["one-level", *CLASSICAL, robin] + [f"learned (seed {s})" for s in range(seeds)]
     counts = {solver: {} for solver in ("pcg", "gmres")}
     factors = {}
     for problem in problems:
         for solver in ("pcg", "gmres"):
             for method in methods:
+                interface = RobinInterface(alpha) if method == robin else None
                 coarse = (None if method == "one-level" else method if method in CLASSICAL
+                          else "linear" if method == robin
                           else learned[solver, int(method.split()[-1][:-1])])
-                counts[solver][problem.name, method] = iterations(solver, problem, coarse)
+                counts[solver][problem.name, method] = iterations(solver, problem, coarse,
+                                                                  interface)
         for method in ["nicolaides", "linear"] + [m for m in methods if m.startswith("learned")]:
             coarse = method if method in CLASSICAL else learned["gmres",
                                                                 int(method.split()[-1][:-1])]
