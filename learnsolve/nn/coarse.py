@@ -17,6 +17,12 @@ linear coordinates in its subdomain, whether it lies on its core's boundary,
 and its scaled row sum (nonzero next to the physical boundary); message passing
 runs on the graph of ``A`` scaled to a unit diagonal. One set of weights serves
 any mesh and any number of subdomains.
+
+Measured (``bench/dd_two_level.py``): trained on meshes of at most 2,000 nodes,
+it matches the linear space on held-out meshes of similar size but loses to it
+on much larger ones (on a 159k-node polygon, GMRES took 34 to 42 iterations
+against 12): validate a trained network against ``coarse="linear"`` on the sizes
+it will serve before using it.
 """
 from __future__ import annotations
 
