@@ -33,7 +33,7 @@ from ..core.csr import CSRMatrix
 from ..problems.decomposition import Partition
 from ..problems.problem import check_count
 from ..solvers.coarse import Linear
-from .interface import MessagePassing, _graph, _mlp
+from .interface import MessagePassing, _graph, _mlp, scaled_matrix
 
 __all__ = ["CoarseNet"]
 
@@ -92,11 +92,7 @@ class CoarseNet(Linear):
                              f"CoarseNet's dimensions), got {coordinates.shape[1]}-D")
         row, inverse_degree, _ = _graph(A._pattern)
         col = A.col_indices
-        values = A.values.detach().to(dtype)
-        diagonal = A.diagonal().detach().to(dtype)
-        if bool((diagonal <= 0).any()):
-            raise ValueError("A: expected a positive diagonal (the features scale by it)")
-        scaled = values / torch.sqrt(diagonal[row] * diagonal[col])
+        S, row_sum = scaled_matrix(A, row, dtype)
         membership = partition.membership.to(A.device)
         linear = torch.zeros(n, self.dimensions, dtype=dtype, device=A.device)
         entry_kind = kinds[Z.col_indices]
@@ -106,10 +102,8 @@ class CoarseNet(Linear):
         crossing = (membership[row] != membership[col]).to(dtype)
         on_boundary = torch.zeros(n, dtype=dtype, device=A.device).index_add(
             0, row, crossing).clamp(max=1)
-        row_sum = CSRMatrix._from_pattern(A._pattern, values).row_sum() / diagonal
         nodes = torch.cat([linear, on_boundary[:, None], row_sum[:, None]], dim=1)
-        S = CSRMatrix._from_pattern(A._pattern, scaled)
-        h, e = self.encode_node(nodes), self.encode_edge(scaled[:, None])
+        h, e = self.encode_node(nodes), self.encode_edge(S.values[:, None])
         inverse_degree = inverse_degree.to(dtype)
         for layer in self.rounds:
             h, e = layer(h, e, S, row, inverse_degree)

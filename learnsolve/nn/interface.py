@@ -77,6 +77,21 @@ def _graph(pattern: Pattern):
     return pattern.cached("interface_graph", compute)
 
 
+def scaled_matrix(A: CSRMatrix, row: torch.Tensor, dtype: torch.dtype
+                  ) -> tuple[CSRMatrix, torch.Tensor]:
+    """``A`` scaled to a unit diagonal, ``a_ij / sqrt(a_ii a_jj)`` (detached, in
+    ``dtype``), and the scaled row sums ``sum_j a_ij / a_ii`` (nonzero next to the
+    physical boundary): the scale-free view of the matrix the networks read.
+    ``row`` is the row of every stored entry. ValueError for a diagonal entry <= 0."""
+    values = A.values.detach().to(dtype)
+    diagonal = A.diagonal().detach().to(dtype)
+    if bool((diagonal <= 0).any()):
+        raise ValueError("A: expected a positive diagonal (the features scale by it)")
+    scaled = values / torch.sqrt(diagonal[row] * diagonal[A.col_indices])
+    row_sum = CSRMatrix._from_pattern(A._pattern, values).row_sum() / diagonal
+    return CSRMatrix._from_pattern(A._pattern, scaled), row_sum
+
+
 class MessagePassing(nn.Module):
     """One round of message passing on the graph of a matrix.
 
@@ -152,17 +167,12 @@ class InterfaceNet(nn.Module):
     def _features(self, A: CSRMatrix, coordinates, d: torch.Tensor, coupling: torch.Tensor,
                   row: torch.Tensor):
         dtype = self.encode_node[0].weight.dtype
-        values = A.values.detach().to(dtype)
+        S, row_sum = scaled_matrix(A, row, dtype)
         diagonal = A.diagonal().detach().to(dtype)
-        if bool((diagonal <= 0).any()):
-            raise ValueError("A: expected a positive diagonal (the features scale by it)")
         col = A.col_indices
-        scale = torch.sqrt(diagonal[row] * diagonal[col])
-        scaled = values / scale
-        row_sum = CSRMatrix._from_pattern(A._pattern, values).row_sum() / diagonal
         nodes = torch.stack([d.to(dtype), coupling.detach().to(dtype) / diagonal, row_sum],
                             dim=1)
-        edges = [scaled[:, None]]
+        edges = [S.values[:, None]]
         if self.uses_coordinates:
             if coordinates is None:
                 raise ValueError("coordinates: this InterfaceNet reads node coordinates and "
@@ -175,7 +185,7 @@ class InterfaceNet(nn.Module):
             length = torch.linalg.vector_norm(offset, dim=1)
             h = length[length > 0].mean() if bool((length > 0).any()) else length.new_ones(())
             edges += [offset / h, (length / h)[:, None]]
-        return nodes, torch.cat(edges, dim=1), CSRMatrix._from_pattern(A._pattern, scaled)
+        return nodes, torch.cat(edges, dim=1), S
 
     def output(self, A: CSRMatrix, coordinates: torch.Tensor | None, d: torch.Tensor,
                coupling: torch.Tensor) -> torch.Tensor:
