@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from . import validation as V
+from .cache import MatrixCache
 from .csr import CSRMatrix
 from .pattern import Pattern
 
@@ -66,8 +67,7 @@ class CSRBuffer(nn.Module):
         else:
             self.register_buffer("values", values)
         self.shape = A.shape
-        self._pattern_key: tuple = ()
-        self._pattern: Pattern | None = None
+        self._pattern = MatrixCache()
 
     @property
     def matrix(self) -> CSRMatrix:
@@ -84,11 +84,8 @@ class CSRBuffer(nn.Module):
     def pattern(self) -> Pattern:
         """The pattern of the index buffers, rebuilt only when they were replaced or
         changed in place (a load checks them again, as the constructor does)."""
-        key = tuple((id(t), t._version) for t in (self.crow_indices, self.col_indices))
-        if key != self._pattern_key:
-            self._pattern = Pattern.checked(self.crow_indices, self.col_indices, self.shape)
-            self._pattern_key = key
-        return self._pattern
+        return self._pattern.get((self.crow_indices, self.col_indices), lambda: Pattern.checked(
+            self.crow_indices, self.col_indices, self.shape))
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, nnz={self.col_indices.shape[0]}"

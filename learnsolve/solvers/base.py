@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-import weakref
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from scipy.sparse.linalg import LinearOperator
 from torch import nn
 
 from ..core import validation as V
+from ..core.cache import MatrixCache
 from ..core.csr import CSRMatrix
 from ..linalg._checks import check_rhs
 from .operators import Apply, Operator, SystemMatrix, as_operator
@@ -270,40 +269,3 @@ def status_of(norms: list[float], threshold: list[float], initial: list[float]) 
     if all(norm <= limit for norm, limit in zip(norms, threshold)):
         return "converged"
     return None
-
-
-def _version(obj) -> int | None:
-    """What a cached value of ``obj`` depends on: a tensor's version counter (bumped by
-    in-place changes), 0 for other objects (immutable, as a Pattern), None for an
-    inference tensor, which has no version counter and so can never be trusted
-    unchanged."""
-    if isinstance(obj, torch.Tensor):
-        return None if obj.is_inference() else obj._version
-    return 0
-
-
-class MatrixCache:
-    """A value computed from some objects, kept until one of them is replaced or,
-    for a tensor, changed in place.
-
-    The objects are held weakly (the cache keeps nothing alive) and compared by
-    identity and version counter; an inference tensor, whose in-place changes
-    cannot be seen, is never taken as unchanged. A copy or a pickle starts
-    empty.
-    """
-
-    def __init__(self):
-        self._key: tuple = ()
-        self._value = None
-
-    def __reduce__(self):
-        return (type(self), ())
-
-    def get(self, objects: tuple, compute: Callable):
-        fresh = len(self._key) == len(objects) and all(
-            ref() is obj and version is not None and version == _version(obj)
-            for (ref, version), obj in zip(self._key, objects))
-        if not fresh:
-            self._value = compute()
-            self._key = tuple((weakref.ref(obj), _version(obj)) for obj in objects)
-        return self._value

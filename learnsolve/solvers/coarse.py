@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..core.arith import add
+from ..core.cache import MatrixCache
 from ..core.construct import from_coo
 from ..core.csr import CSRMatrix
 from ..core.pattern import Pattern
@@ -164,29 +165,26 @@ class Linear(CoarseSpace):
     needs_coordinates = True
 
     def raw_basis(self, A, partition, coordinates):
-        # Its values do not depend on A: kept per partition, coordinates (the same
-        # tensor, unchanged) and dtype, so that the products' patterns stay cached.
-        by_partition = _LINEAR.setdefault(partition, {})
-        key = (id(coordinates), A.device, A.dtype)
         return self.linear_basis(A, partition, coordinates)[0]
 
     @staticmethod
     def linear_basis(A: CSRMatrix, partition: Partition, coordinates: torch.Tensor
                      ) -> tuple[CSRMatrix, torch.Tensor]:
         """The unsmoothed basis and the kind of each of its columns (0: an indicator,
-        ``1 + k``: the linear function of coordinate ``k``), cached."""
-        by_partition = _LINEAR.setdefault(partition, {})
-        key = (id(coordinates), A.device, A.dtype)
-        entry = by_partition.get(key)
-        if entry is None or entry[0]() is not coordinates or entry[1] != coordinates._version:
+        ``1 + k``: the linear function of coordinate ``k``). Its values do not depend
+        on ``A``: it is kept per partition, coordinates (the same tensor, unchanged)
+        and dtype, so that the patterns of the products with it stay cached."""
+        cache = _LINEAR.setdefault(partition, {}).setdefault((A.device, A.dtype), MatrixCache())
+
+        def compute():
             with torch.no_grad():
-                basis = _linear_basis(partition, coordinates.to(A.device, A.dtype))
-            entry = by_partition[key] = (weakref.ref(coordinates), coordinates._version, basis)
-        return entry[2]
+                return _linear_basis(partition, coordinates.to(A.device, A.dtype))
+        return cache.get((coordinates,), compute)
 
 
-# Partition -> (id of the coordinates, device, dtype) -> (weak reference to them, their
-# version, the unsmoothed linear basis); the partition held weakly.
+# Partition -> (device, dtype) -> the unsmoothed linear basis of the coordinates it was
+# last built from (rebuilt for other coordinates or after an in-place change of them);
+# the partition held weakly.
 _LINEAR: "weakref.WeakKeyDictionary[Partition, dict]" = weakref.WeakKeyDictionary()
 
 
