@@ -271,6 +271,7 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
     >>> [(row.method, row.iterations) for row in rows]
     [('trained', 16), ('none', 43)]
     """
+    from .solvers.base import bind_to_problem
     from .solvers.cg import PCG
     baselines = tuple(baselines)
     for name in baselines:
@@ -284,8 +285,8 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
         name = problem.name or f"problem {index}"
         solved = {}
         for method in ("trained",) + baselines:
-            preconditioner = baseline(method) if method != "trained" else (
-                M.for_problem(problem) if hasattr(M, "for_problem") else M)
+            preconditioner = baseline(method) if method != "trained" else \
+                bind_to_problem(M, problem)
             solved[method] = _solve(PCG(M=preconditioner, rtol=rtol, maxiter=maxiter), problem,
                                     b, method, name, index)
         rows += solved.values()
