@@ -51,13 +51,8 @@ def from_coo(row: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
     if not row.shape[0] == col.shape[0] == values.shape[0]:
         raise ValueError(f"row, col, values: expected equal lengths, got {row.shape[0]}, "
                          f"{col.shape[0]} and {values.shape[0]}")
-    if row.numel():
-        if bool(((row < 0) | (row >= m)).any()):
-            raise ValueError(f"row: expected indices in [0, {m}) for {m} rows, got "
-                             f"{int(row.min())}..{int(row.max())}")
-        if bool(((col < 0) | (col >= n)).any()):
-            raise ValueError(f"col: expected indices in [0, {n}) for {n} columns, got "
-                             f"{int(col.min())}..{int(col.max())}")
+    V.check_index_range(row, m, "row", context=f" for {m} rows")
+    V.check_index_range(col, n, "col", context=f" for {n} columns")
     if m * n >= 2**63:
         raise ValueError(f"shape: {shape} has more than 2**63 entries")
     key, inverse = torch.unique(row * n + col, sorted=True, return_inverse=True)
@@ -148,9 +143,7 @@ def from_scipy(matrix, *, dtype: torch.dtype | None = None, device=None) -> CSRM
                                            tensor(matrix.data, values_type).to(dtype))
     elif matrix.format == "coo":
         for name, index, size in (("matrix.row", matrix.row, m), ("matrix.col", matrix.col, n)):
-            if index.size and (int(index.min()) < 0 or int(index.max()) >= size):
-                raise ValueError(f"{name}: expected indices in [0, {size}) for shape {(m, n)}, "
-                                 f"got {int(index.min())}..{int(index.max())}")
+            V.check_index_range(index, size, name, context=f" for shape {(m, n)}")
     # Checked: scipy's conversion and summing of duplicates read in bounds now.
     csr = sp.csr_array(matrix, copy=True)
     if matrix.format == "csr":
@@ -182,10 +175,9 @@ def from_torch(tensor: torch.Tensor) -> CSRMatrix:
         return from_coo(row, col, values, shape)
     if tensor.layout == torch.sparse_coo:
         indices = tensor._indices()
-        for name, index, size in (("row", indices[0], shape[0]), ("column", indices[1], shape[1])):
-            if index.numel() and bool(((index < 0) | (index >= size)).any()):
-                raise ValueError(f"tensor: expected {name} indices in [0, {size}) for shape "
-                                 f"{shape}, got {int(index.min())}..{int(index.max())}")
+        for kind, index, size in (("row", indices[0], shape[0]), ("column", indices[1], shape[1])):
+            V.check_index_range(index, size, "tensor", what=f"{kind} indices",
+                                context=f" for shape {shape}")
         tensor = tensor.coalesce()
         row, col = tensor.indices()
         return from_coo(row, col, tensor.values(), shape)

@@ -110,6 +110,16 @@ def check_csr_arrays(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor
     return unsorted < 0
 
 
+def check_index_range(index, size: int, name: str, *, what: str = "indices",
+                      context: str = "") -> None:
+    """ValueError naming ``name`` unless every entry of ``index`` (a 1-D tensor or numpy
+    array of coordinates) lies in ``[0, size)``; ``context`` ends the expectation
+    (" for 3 rows")."""
+    if len(index) and (int(index.min()) < 0 or int(index.max()) >= size):
+        raise ValueError(f"{name}: expected {what} in [0, {size}){context}, got "
+                         f"{int(index.min())}..{int(index.max())}")
+
+
 def check_int(k, name: str) -> int:
     """An integer (a Python or numpy integer, or an integer 0-d tensor; not a bool)."""
     if isinstance(k, torch.Tensor) and k.dim() == 0 and not k.is_floating_point() \
