@@ -24,9 +24,9 @@ and one gather of each node's core copy (the cores partition the nodes, so
 ``A``'s values and the interface's parameters: the sparse solve and the
 sparse-sparse structure of the paper, never a dense matrix.
 
-A coarse level (``coarse="nicolaides"``, ``"smoothed"`` or a
-:class:`~learnsolve.solvers.coarse.CoarseSpace`) adds a coarse space ``Z`` of
-one vector per subdomain and ``Q = Z A_0^{-1} Z^T`` with the coarse matrix
+A coarse level (``coarse="nicolaides"``, ``"linear"``, ... or a
+:class:`~learnsolve.solvers.coarse.CoarseSpace`) adds a coarse space ``Z`` of a
+few vectors per subdomain and ``Q = Z A_0^{-1} Z^T`` with the coarse matrix
 ``A_0 = Z^T A Z`` (sparse products), factored with the subdomain blocks, once
 per matrix: see :mod:`learnsolve.solvers.coarse`.
 """
@@ -369,21 +369,22 @@ class RAS(IterativeSolver):
         return CSRMatrix._from_pattern(sub.local.stacked, values)
 
     def coarse_basis(self, A: CSRMatrix) -> CSRMatrix:
-        """``Z``, the coarse space for ``A`` (``n x S``, differentiable)."""
+        """``Z``, the coarse space for ``A`` (``n x`` a few columns per subdomain, sparse,
+        differentiable)."""
         if self.coarse is None:
             raise ValueError("coarse: this RAS has no coarse level (coarse=None)")
         self.subdomains(A)  # checks A, moves the partition to A's device
         return self.coarse.basis(A, self.partition, self.coordinates)
 
     def coarse_matrix(self, A: CSRMatrix, Z: CSRMatrix | None = None) -> CSRMatrix:
-        """``A_0 = Z^T A Z``, the coarse matrix (``S x S``, sparse products,
+        """``A_0 = Z^T A Z``, the coarse matrix (square, sparse products,
         differentiable); ``Z`` from :meth:`coarse_basis` unless given."""
         Z = self.coarse_basis(A) if Z is None else Z
         return Z.T @ (A @ Z)
 
     def _factor(self, A: CSRMatrix) -> tuple[SparseLU, Subdomains, tuple | None]:
         """The factors of the subdomain blocks, the subdomains, and with a coarse level
-        ``(Z's structure, the factors of A_0)``."""
+        ``(Z, the factors of A_0)``."""
         def compute():
             sub = self.subdomains(A)
             try:
