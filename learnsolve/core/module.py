@@ -57,8 +57,7 @@ class CSRBuffer(nn.Module):
         super().__init__()
         if not isinstance(A, CSRMatrix):
             raise TypeError(f"A: expected a CSRMatrix, got {type(A).__name__}")
-        if not isinstance(learnable, bool):
-            raise TypeError(f"learnable: expected a bool, got {type(learnable).__name__}")
+        learnable = V.check_bool(learnable, "learnable")
         self.register_buffer("crow_indices", A.crow_indices.clone())
         self.register_buffer("col_indices", A.col_indices.clone())
         values = A.values.detach().clone()

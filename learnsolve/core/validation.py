@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
@@ -118,6 +119,13 @@ def check_index_range(index, size: int, name: str, *, what: str = "indices",
     if len(index) and (int(index.min()) < 0 or int(index.max()) >= size):
         raise ValueError(f"{name}: expected {what} in [0, {size}){context}, got "
                          f"{int(index.min())}..{int(index.max())}")
+
+
+def check_bool(value, name: str) -> bool:
+    """A flag: a Python or numpy bool (not a number, a string or a tensor), as a bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 def check_int(k, name: str) -> int:

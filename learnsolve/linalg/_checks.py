@@ -1,7 +1,6 @@
 """Checks of the operands of the solves."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..core import validation as V
@@ -28,10 +27,3 @@ def check_rhs(A, b, name: str = "b") -> torch.Tensor:
         raise ValueError(f"{name}: expected shape ({A.shape[0]},) or ({A.shape[0]}, k) for the "
                          f"{A.shape[0]}x{A.shape[1]} matrix, got {tuple(b.shape)}")
     return b
-
-
-def check_bool(value, name: str) -> bool:
-    """A flag: a Python or numpy bool (not a number, a string or a tensor), as a bool."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
-    return bool(value)

@@ -6,7 +6,8 @@ import torch
 from ..core._ops import ops
 from ..core.csr import CSRMatrix
 from ..core.pattern import Pattern
-from ._checks import check_bool, check_rhs, check_square
+from ..core.validation import check_bool
+from ._checks import check_rhs, check_square
 
 __all__ = ["spsolve_triangular", "triangular_levels"]
 

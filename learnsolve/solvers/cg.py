@@ -10,7 +10,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..core.csr import CSRMatrix
-from ..linalg._checks import check_bool, check_square
+from ..core.validation import check_bool
+from ..linalg._checks import check_square
 from .base import (IterativeSolver, MatrixCache, Operator, Solution, SystemMatrix,
                    as_preconditioner, bind_to_problem, check_history_weights, check_system,
                    host_values, matrix_of, residual_norm, status_of, weighted_residuals)

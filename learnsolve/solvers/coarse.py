@@ -24,6 +24,7 @@ from ..core.cache import MatrixCache
 from ..core.construct import from_coo
 from ..core.csr import CSRMatrix
 from ..core.pattern import Pattern
+from ..core.validation import check_bool
 from ..problems.decomposition import Partition
 
 __all__ = ["CoarseSpace", "Nicolaides", "Linear", "as_coarse_space", "COARSE_SPACES"]
@@ -77,8 +78,7 @@ class CoarseSpace(nn.Module):
             raise ValueError(f"steps: expected an integer >= 0, got {steps!r}")
         if isinstance(omega, bool) or not isinstance(omega, (int, float)) or not 0 < omega < 2:
             raise ValueError(f"omega: expected a number in (0, 2), got {omega!r}")
-        if not isinstance(learnable, bool):
-            raise TypeError(f"learnable: expected a bool, got {type(learnable).__name__}")
+        learnable = check_bool(learnable, "learnable")
         weights = torch.full((steps,), float(omega), dtype=torch.float64)
         if learnable:
             self.omega = nn.Parameter(weights)
