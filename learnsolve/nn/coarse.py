@@ -84,8 +84,13 @@ class CoarseNet(Linear):
     def correction(self, A: CSRMatrix, partition: Partition, coordinates: torch.Tensor
                    ) -> torch.Tensor:
         """``G``: the network's ``(n, 1 + d)`` output, in ``(-1, 1)``."""
-        dtype = self.alpha.dtype
         Z, kinds = self.linear_basis(A, partition, coordinates)
+        return self._correction(A, partition, coordinates, Z, kinds[Z.col_indices])
+
+    def _correction(self, A: CSRMatrix, partition: Partition, coordinates: torch.Tensor,
+                    Z: CSRMatrix, entry_kind: torch.Tensor) -> torch.Tensor:
+        """:meth:`correction` from the linear basis ``Z`` and the kind of each entry."""
+        dtype = self.alpha.dtype
         n = A.shape[0]
         if coordinates.shape[1] != self.dimensions:
             raise ValueError(f"coordinates: expected {self.dimensions}-D coordinates (this "
@@ -95,7 +100,6 @@ class CoarseNet(Linear):
         S, row_sum = scaled_matrix(A, row, dtype)
         membership = partition.membership.to(A.device)
         linear = torch.zeros(n, self.dimensions, dtype=dtype, device=A.device)
-        entry_kind = kinds[Z.col_indices]
         is_linear = entry_kind > 0
         linear[Z.row_indices()[is_linear], entry_kind[is_linear] - 1] = \
             Z.values[is_linear].to(dtype)
@@ -111,8 +115,8 @@ class CoarseNet(Linear):
 
     def raw_basis(self, A, partition, coordinates):
         Z, kinds = self.linear_basis(A, partition, coordinates)
-        G = self.correction(A, partition, coordinates)
         entry_kind = kinds[Z.col_indices]
+        G = self._correction(A, partition, coordinates, Z, entry_kind)
         delta = self.alpha[entry_kind] * G[Z.row_indices(), entry_kind]
         return Z.with_values(Z.values + delta.to(A.dtype))
 
