@@ -122,22 +122,27 @@ def main(argv=None) -> dict:
                           coarse="linear")
     robin = f"Robin {alpha:.2f} + linear"
     problems = held_out(args.quick)
-    methods = ["one-level", *CLASSICAL, robin] + [f"learned (seed {s})" for s in range(seeds)]
+    seeded = {f"learned (seed {s})": s for s in range(seeds)}
+    methods = ["one-level", *CLASSICAL, robin, *seeded]
+
+    def coarse_of(method: str, solver: str):
+        """The coarse space (and interface) of a method, learned ones for ``solver``."""
+        if method in seeded:
+            return learned[solver, seeded[method]], None
+        if method == robin:
+            return "linear", RobinInterface(alpha)
+        return (None if method == "one-level" else method), None
+
     counts = {solver: {} for solver in ("pcg", "gmres")}
     factors = {}
     for problem in problems:
         for solver in ("pcg", "gmres"):
             for method in methods:
-                interface = RobinInterface(alpha) if method == robin else None
-                coarse = (None if method == "one-level" else method if method in CLASSICAL
-                          else "linear" if method == robin
-                          else learned[solver, int(method.split()[-1][:-1])])
-                counts[solver][problem.name, method] = iterations(solver, problem, coarse,
-                                                                  interface)
-        for method in ["nicolaides", "linear"] + [m for m in methods if m.startswith("learned")]:
-            coarse = method if method in CLASSICAL else learned["gmres",
-                                                                int(method.split()[-1][:-1])]
-            factors[problem.name, method] = RAS(problem, coarse=coarse).convergence_factor(
+                counts[solver][problem.name, method] = iterations(solver, problem,
+                                                                  *coarse_of(method, solver))
+        for method in ["nicolaides", "linear", *seeded]:
+            factors[problem.name, method] = RAS(
+                problem, coarse=coarse_of(method, "gmres")[0]).convergence_factor(
                 problem.A, iterations=args.factor_iterations)
         print(f"  {problem.name}: done", flush=True)
 
