@@ -77,7 +77,13 @@ TORCH_LIBRARY(learnsolve, m) {
   m.def("sptrsv_backward(Tensor crow, Tensor col, Tensor values, Tensor x, Tensor grad, "
         "Tensor level_ptr, Tensor level_rows, Tensor diag, bool lower, bool unit_diagonal, "
         "Tensor t_crow, Tensor t_col, Tensor t_perm, bool transpose) -> (Tensor, Tensor)");
+  // Incomplete Cholesky on the given lower-triangle pattern (IC(0) on tril(A),
+  // IC(k) on the lower triangle of a level-of-fill pattern): L's values.
   m.def("ic0(Tensor crow, Tensor col, Tensor values) -> Tensor");
+  // Incomplete LU on the given pattern: L (unit, below the diagonal) and U's
+  // values, stored together; and the level-of-fill pattern of ILU(k).
+  m.def("ilu(Tensor crow, Tensor col, Tensor values) -> Tensor");
+  m.def("iluk_symbolic(Tensor crow, Tensor col, int level) -> (Tensor, Tensor)");
   // The structure check of index arrays from outside (the one op that does not
   // trust them): int64 [first row whose pointers leave [0, nnz] or decrease,
   // first entry whose column is outside [0, ncols), first entry whose column

@@ -1,5 +1,7 @@
-// Incomplete Cholesky with zero fill, IC(0): the values of the lower
-// triangular L with L L^T ≈ A on the pattern of A's lower triangle.
+// Incomplete Cholesky on a given pattern: the values of the lower triangular
+// L with L L^T ≈ A on the pattern of A's lower triangle (IC(0)), or on the
+// lower triangle of a level-of-fill pattern with A's values scattered onto it
+// and zeros at the fill (IC(k)).
 //
 // Row by row (row i needs the rows k < i it reads):
 //   L_ik = (a_ik - sum_{j<k} L_ij L_kj) / L_kk   for the stored k < i,
@@ -59,8 +61,8 @@ at::Tensor ic0_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tens
     }
     double pivot = av[last];
     for (int64_t p = begin; p < last; ++p) pivot -= l[p] * l[p];
-    TORCH_CHECK_LINALG(pivot > 0.0, "IC(0) broke down at row ", i, ": the pivot a_ii - ",
-                       "sum_j L_ij^2 = ", pivot, " is not positive (IC(0) exists for ",
+    TORCH_CHECK_LINALG(pivot > 0.0, "broke down at row ", i, ": the pivot a_ii - ",
+                       "sum_j L_ij^2 = ", pivot, " is not positive (IC exists for ",
                        "M-matrices and diagonally dominant SPD matrices, not for every SPD ",
                        "matrix)");
     l[last] = std::sqrt(pivot);

@@ -401,6 +401,17 @@ def _ic0_fake(crow, col, values):
     return values.new_empty(col.shape[0])
 
 
+@torch.library.register_fake("learnsolve::ilu")
+def _ilu_fake(crow, col, values):
+    return values.new_empty(col.shape[0])
+
+
+@torch.library.register_fake("learnsolve::iluk_symbolic")
+def _iluk_symbolic_fake(crow, col, level):
+    nnz = torch.library.get_ctx().new_dynamic_size()
+    return crow.new_empty(crow.shape[0]), col.new_empty(nnz)
+
+
 def triangle_mask(crow: torch.Tensor, col: torch.Tensor, lower: bool,
                   unit_diagonal: bool) -> torch.Tensor:
     """Which stored entries belong to the triangle a solve reads (bool, nnz)."""
