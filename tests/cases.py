@@ -95,3 +95,14 @@ def on_threads(threads, fn):
         return fn()
     finally:
         torch.set_num_threads(before)
+
+
+def m_matrix(n, density, seed):
+    """A random symmetric M-matrix (negative off-diagonals, dominant diagonal), scipy CSR."""
+    rng = np.random.default_rng(seed)
+    B = abs(sp.random_array((n, n), density=density, format="csr", rng=rng))
+    B = sp.csr_array(sp.triu(B, 1))
+    B = -(B + B.T)
+    S = sp.csr_array(B + sp.diags_array(rng.uniform(0.1, 1.0, n) + abs(B).sum(axis=1)))
+    S.sort_indices()
+    return S

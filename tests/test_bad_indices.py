@@ -63,7 +63,7 @@ def test_check_false_with_a_column_out_of_range_raises_not_crashes():
 FUZZ = """
 from learnsolve.linalg import spsolve, spsolve_triangular
 from learnsolve.solvers import GMRES, PCG
-from learnsolve.solvers.factor import IncompleteCholesky
+from learnsolve.solvers import IncompleteCholesky
 operations = {
     "spmv": lambda A, x: (A.with_values(A.values.clone().requires_grad_()) @ x).sum().backward(),
     "spmm": lambda A, x: A @ torch.stack([x, x], 1),

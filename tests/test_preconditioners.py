@@ -13,24 +13,13 @@ from torch.autograd import gradcheck
 from torch.library import opcheck
 
 import learnsolve as ls
-from cases import DTYPES, TOL, assert_close, poisson_scipy, randn
+from cases import DTYPES, TOL, assert_close, m_matrix, poisson_scipy, randn
 from learnsolve.problems import poisson_1d, poisson_2d
 from learnsolve.solvers.amg import AMG
-from learnsolve.solvers.factor import IncompleteCholesky, LowerFactor
+from learnsolve.solvers import IncompleteCholesky, LowerFactor
 
 ops = torch.ops.learnsolve
 LOOSE = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-12)}
-
-
-def _m_matrix(n, density, seed):
-    """A random symmetric M-matrix (negative off-diagonals, dominant diagonal)."""
-    rng = np.random.default_rng(seed)
-    B = abs(sp.random_array((n, n), density=density, format="csr", rng=rng))
-    B = sp.csr_array(sp.triu(B, 1))
-    B = -(B + B.T)
-    S = sp.csr_array(B + sp.diags_array(rng.uniform(0.1, 1.0, n) + abs(B).sum(axis=1)))
-    S.sort_indices()
-    return S
 
 
 def _gradcheck_params(model, fn, *others):
@@ -221,7 +210,7 @@ def _dense_ic0(S):
 
 IC_MATRICES = {
     "poisson_2d": lambda: poisson_scipy(5),
-    "m_matrix": lambda: _m_matrix(25, 0.15, 0),
+    "m_matrix": lambda: m_matrix(25, 0.15, 0),
     "1x1": lambda: sp.csr_array(np.array([[4.0]])),
 }
 
@@ -250,7 +239,7 @@ def test_ic0_is_cholesky_on_a_tridiagonal_matrix(dtype, device):
 
 @pytest.mark.parametrize("columns", [None, 3])
 def test_ic0_apply(columns, dtype, device):
-    S = _m_matrix(20, 0.2, 1)
+    S = m_matrix(20, 0.2, 1)
     A = ls.CSRMatrix.from_scipy(S, dtype=dtype, device=device)
     L = torch.from_numpy(_dense_ic0(S))
     r = randn(20, dtype=dtype, device=device) if columns is None else randn(
@@ -262,14 +251,14 @@ def test_ic0_apply(columns, dtype, device):
 
 
 def test_ic0_gradient_reaches_r():
-    A = ls.CSRMatrix.from_scipy(_m_matrix(10, 0.3, 2))
+    A = ls.CSRMatrix.from_scipy(m_matrix(10, 0.3, 2))
     apply = IncompleteCholesky().setup(A)
     assert gradcheck(apply, (randn(10, requires_grad=True),))
     assert gradcheck(apply, (randn(10, 2, requires_grad=True),))
 
 
 def test_ic0_cache():
-    S = _m_matrix(12, 0.3, 3)
+    S = m_matrix(12, 0.3, 3)
     A = ls.CSRMatrix.from_scipy(S)
     model = IncompleteCholesky()
     L = model.factor(A)
@@ -287,7 +276,7 @@ def test_ic0_cache_never_trusts_an_inference_tensor():
     """Inference tensors have no version counter: an in-place change cannot be seen,
     so their factor is never reused."""
     with torch.inference_mode():
-        A = ls.CSRMatrix.from_scipy(_m_matrix(12, 0.3, 3))
+        A = ls.CSRMatrix.from_scipy(m_matrix(12, 0.3, 3))
         model = IncompleteCholesky()
         L = model.factor(A).values.clone()
         A.values.mul_(4.0)
@@ -299,7 +288,7 @@ def test_ic0_breakdown_and_errors():
                                                        [0.0, 0.0, 1.0]], dtype=torch.float64))
     with pytest.raises(torch.linalg.LinAlgError, match=r"IC\(0\) broke down at row 1: the pivot "
                                                         r".* = -3 is not positive"):
-        IncompleteCholesky().setup(indefinite)
+        IncompleteCholesky(shift=False).setup(indefinite)
     nonsymmetric = ls.CSRMatrix.from_dense(torch.tensor([[2.0, 1.0], [0.5, 2.0]]))
     with pytest.raises(ValueError, match="values are not symmetric"):
         IncompleteCholesky().setup(nonsymmetric)
@@ -328,7 +317,7 @@ def test_ic0_op_checks_its_input():
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_ic0_opcheck(dtype):
-    lower = ls.CSRMatrix.from_scipy(_m_matrix(12, 0.3, 4), dtype=dtype).tril()
+    lower = ls.CSRMatrix.from_scipy(m_matrix(12, 0.3, 4), dtype=dtype).tril()
     opcheck(ops.ic0, (lower.crow_indices, lower.col_indices, lower.values))
 
 

@@ -4,12 +4,17 @@ Solvers (``solver(A, b, x0=None) -> Solution``): :class:`Jacobi` (one weight
 or one per node, paper eq. 35), :class:`Heavyball` (eq. 37) and
 :class:`PCG` (preconditioned conjugate gradients, differentiated by
 unrolling, with checkpoints, or implicitly). Preconditioners (``setup(A)``
-returns ``r -> M r``): learned :class:`LowerFactor` (``M = L L^T``, section
-4.3) and :class:`SPAI` (section 4.6), and the fixed baselines :class:`Jacobi`,
-:class:`IncompleteCholesky` (IC(0)) and :class:`AMG` (pyamg). The paper's
-losses, each a model's default training loss: :func:`jacobi_loss` (eq. 36),
-:func:`heavyball_loss` (eq. 40), :func:`pcg_loss` (eq. 42) and
-:func:`spai_loss` (eq. 50). Domain decomposition: :class:`RAS` (restricted
+returns ``r -> M r``): the learned incomplete factorisation
+:class:`IncompleteFactor` (``M = (L L^T)^{-1}`` or ``(L U)^{-1}``, applied by
+triangular solves, started from IC(k) / ILU(k)), the paper's learned
+approximate inverses :class:`LowerFactor` (``M = L L^T``, section 4.3) and
+:class:`SPAI` (section 4.6), and the fixed baselines :class:`Jacobi`,
+:class:`IncompleteCholesky` (IC(k)), :class:`IncompleteLU` (ILU(k)) and
+:class:`AMG` (pyamg). The paper's losses, each a model's default training
+loss: :func:`jacobi_loss` (eq. 36), :func:`heavyball_loss` (eq. 40),
+:func:`pcg_loss` (eq. 42) and :func:`spai_loss` (eq. 50); for factors also
+:func:`sketched_loss` (NeuralIF), :func:`low_frequency_loss` (PreCorrector)
+and :func:`inverse_loss` (see :mod:`learnsolve.solvers.losses`). Domain decomposition: :class:`RAS` (restricted
 additive Schwarz, section 4.5: a preconditioner, with a symmetric additive
 variant for PCG, and a stationary iteration) with a :class:`RobinInterface` or
 a learned :class:`~learnsolve.nn.InterfaceNet`, trained with :func:`ras_loss`
@@ -21,13 +26,16 @@ from .amg import AMG
 from .base import IterativeSolver, Preconditioner, Solution
 from .cg import PCG, check_spd, pcg_loss
 from .gmres import GMRES, gmres_loss
-from .factor import IncompleteCholesky, LowerFactor
+from .factor import LowerFactor
+from .incomplete import IncompleteCholesky, IncompleteFactor, IncompleteLU
 from .heavyball import Heavyball, heavyball_loss
 from .jacobi import Jacobi, jacobi_loss
+from .losses import inverse_loss, low_frequency_loss, sketched_loss
 from .schwarz import RAS, RobinInterface, Subdomains, best_robin, ras_loss
 from .spai import SPAI, spai_classical, spai_loss
 
-__all__ = ["AMG", "GMRES", "Heavyball", "IncompleteCholesky", "IterativeSolver", "Jacobi",
+__all__ = ["AMG", "GMRES", "Heavyball", "IncompleteCholesky", "IncompleteFactor",
+           "IncompleteLU", "IterativeSolver", "Jacobi",
            "LowerFactor", "PCG", "Preconditioner", "RAS", "RobinInterface", "SPAI", "Solution",
-           "Subdomains", "best_robin", "check_spd", "gmres_loss", "heavyball_loss", "jacobi_loss",
-           "pcg_loss", "ras_loss", "spai_classical", "spai_loss"]
+           "Subdomains", "best_robin", "check_spd", "gmres_loss", "heavyball_loss", "inverse_loss", "jacobi_loss", "low_frequency_loss",
+           "pcg_loss", "ras_loss", "sketched_loss", "spai_classical", "spai_loss"]

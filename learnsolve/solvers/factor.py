@@ -1,21 +1,20 @@
-"""Factored preconditioners ``M = L L^T``: a learned lower factor scaled by ``A``'s
-diagonal (paper section 4.3), an approximate inverse applied by products, and the
-incomplete Cholesky factorisation IC(0), a fixed baseline applied by triangular solves."""
+"""The paper's learned ``M = L L^T`` (section 4.3): a lower factor scaled by ``A``'s
+diagonal, an approximate inverse applied by products; and what learned sparse
+values share (:class:`SparseParameter`). The factorisations applied by triangular
+solves (IC(k), ILU(k), the learned :class:`~learnsolve.solvers.IncompleteFactor`)
+are in :mod:`learnsolve.solvers.incomplete`."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..core import construct
-from ..core._ops import ops
 from ..core.csr import CSRMatrix
 from ..core.pattern import Pattern
-from ..linalg._checks import check_rhs, check_square
-from ..linalg.triangular import spsolve_triangular
+from ..linalg._checks import check_square
 from .base import Apply, MatrixCache, Preconditioner, matrix_of
-from .cg import check_spd
 
-__all__ = ["LowerFactor", "IncompleteCholesky"]
+__all__ = ["LowerFactor", "SparseParameter"]
 
 
 def check_operator_matrix(module: nn.Module, A, shape: tuple[int, int], like: torch.Tensor
@@ -255,80 +254,3 @@ class LowerFactor(SparseParameter):
         L = self.factor(A)
         Lt = L.T
         return lambda r: L @ (Lt @ r)
-
-
-class IncompleteCholesky(Preconditioner):
-    """IC(0): ``M = (L L^T)^{-1}`` with ``L`` the incomplete Cholesky factor of
-    ``A`` on the pattern of its lower triangle (zero fill). A fixed baseline.
-
-    ``L_ik = (a_ik - sum_{j<k} L_ij L_kj) / L_kk`` for the stored ``k < i`` and
-    ``L_ii = sqrt(a_ii - sum_{j<i} L_ij^2)``: the exact Cholesky factor
-    wherever the factorisation makes no fill (a tridiagonal matrix), an
-    approximation otherwise. It exists for M-matrices and diagonally dominant
-    SPD matrices, and may break down (a non-positive pivot) for other SPD
-    matrices.
-
-    Where things happen: the factorisation always runs on the CPU (the native
-    op ``learnsolve::ic0``, sequential, float64 accumulation), once per matrix
-    (it is cached, and redone when the pattern, the values tensor or its
-    contents change); ``L`` is then moved to ``A``'s device, where the two
-    triangular solves of each application run.
-
-    Notes
-    -----
-    ``L`` is detached: no gradient reaches ``A``'s values through ``M``.
-    Gradients reach ``r``: ``M`` is linear and symmetric, so the backward of
-    ``z = M r`` is ``dr = M dz``, the same two solves (learnsolve's triangular
-    solves differentiate themselves).
-
-    SPD is checked as far as it is cheap (:func:`~learnsolve.solvers.cg.check_spd`:
-    a symmetric pattern and values, a positive diagonal); the rest shows as a
-    breakdown.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from learnsolve.problems import poisson_1d
-    >>> from learnsolve.solvers.factor import IncompleteCholesky
-    >>> A = poisson_1d(4, dtype=torch.float64).A
-    >>> apply = IncompleteCholesky().setup(A)   # tridiagonal: IC(0) is exact
-    >>> A @ apply(torch.ones(4, dtype=torch.float64))
-    tensor([1.0000, 1.0000, 1.0000, 1.0000], dtype=torch.float64)
-    """
-
-    def __init__(self):
-        super().__init__()
-        self._factor = MatrixCache()
-
-    def factor(self, A: CSRMatrix) -> CSRMatrix:
-        """``L`` for ``A`` on ``A``'s device (cached per matrix, detached).
-
-        Raises
-        ------
-        ValueError
-            ``A`` not symmetric or with a non-positive diagonal entry
-            (:func:`~learnsolve.solvers.cg.check_spd`).
-        torch.linalg.LinAlgError
-            A breakdown: ``"IC(0) broke down at row i: ..."``.
-        """
-        A = check_square(A)
-        return self._factor.get((A._pattern, A.values), lambda: self._compute(A))
-
-    @staticmethod
-    def _compute(A: CSRMatrix) -> CSRMatrix:
-        check_spd(A)
-        lower = A.tril()
-        with torch.inference_mode(False):  # L must be usable by a later backward
-            values = ops.ic0(lower.crow_indices.cpu(), lower.col_indices.cpu(),
-                             lower.values.detach().cpu()).to(A.device)
-        return CSRMatrix._from_pattern(lower._pattern, values)
-
-    def setup(self, A: CSRMatrix) -> Apply:
-        """``r -> L^{-T} (L^{-1} r)`` for ``r`` of shape ``(n,)`` or ``(n, k)``."""
-        L = self.factor(A)
-
-        def apply(r: torch.Tensor) -> torch.Tensor:
-            check_rhs(L, r, "r")
-            y = spsolve_triangular(L, r, lower=True)
-            return spsolve_triangular(L, y, lower=True, transpose=True)
-        return apply
