@@ -4,6 +4,7 @@ and domain decomposition's interfaces side by side (:func:`compare_schwarz`)."""
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -15,14 +16,41 @@ import torch
 from .problems.problem import Problem, ProblemSet, check_count
 
 __all__ = ["BASELINES", "Evaluation", "EvaluationRow", "SchwarzEvaluation", "SchwarzRow",
-           "baseline", "compare_preconditioners", "compare_schwarz"]
+           "baseline", "compare_preconditioners", "compare_schwarz", "pcg_iterations"]
 
-#: The classical preconditioners compared with, by name.
+#: The classical preconditioners compared with by default, by name.
 BASELINES = ("none", "jacobi", "ic0", "amg")
 
+
+def _jacobi():
+    from .solvers.jacobi import Jacobi
+    return Jacobi(omega=1.0, learnable=False)
+
+
+def _incomplete(kind: str, fill: int):
+    def make():
+        from .solvers import IncompleteCholesky, IncompleteLU
+        return (IncompleteCholesky if kind == "cholesky" else IncompleteLU)(fill)
+    return make
+
+
+def _amg():
+    from .solvers.amg import AMG
+    return AMG()
+
+
+#: Every baseline by name: ``name -> (legend label, factory)``, the factory making a
+#: fresh preconditioner (None: no preconditioner). Extend it to compare with others.
+BASELINE_REGISTRY = {
+    "none": ("no preconditioner", lambda: None),
+    "jacobi": ("Jacobi", _jacobi),
+    **{f"ic{k}": (f"IC({k})", _incomplete("cholesky", k)) for k in range(3)},
+    **{f"ilu{k}": (f"ILU({k})", _incomplete("lu", k)) for k in range(3)},
+    "amg": ("AMG (smoothed aggregation)", _amg),
+}
+
 #: Legend labels of the methods in the plots.
-LABELS = {"trained": "trained", "none": "no preconditioner", "jacobi": "Jacobi",
-          "ic0": "IC(0)", "amg": "AMG (smoothed aggregation)"}
+LABELS = {"trained": "trained", **{name: label for name, (label, _) in BASELINE_REGISTRY.items()}}
 
 #: The line styles and markers the methods of a plot cycle through (with the colours
 #: C0, C1, ...): curves that coincide (Jacobi and none on a constant diagonal) stay apart.
@@ -124,6 +152,10 @@ class Evaluation(Table):
     COLUMNS = ("problem", "n", "method", "iterations", "vs none", "converged",
                "relative residual", "time (s)", "status")
 
+    def __init__(self, rows: Sequence, rtol: float, solver: str = "PCG"):
+        super().__init__(rows, rtol)
+        self.solver = solver
+
     def cells(self) -> list[list[str]]:
         def versus(ratio):
             if ratio is None:
@@ -166,24 +198,112 @@ class Evaluation(Table):
                             label=LABELS.get(row.method, row.method))
         ax.set_xlabel("iteration")
         ax.set_ylabel(r"relative residual $\|r\| / \|b\|$")
-        ax.set_title(f"PCG on {rows[0].problem} (n = {rows[0].n}), rtol = {self.rtol:g}")
+        ax.set_title(f"{self.solver} on {rows[0].problem} (n = {rows[0].n}), rtol = {self.rtol:g}")
         if ax.lines:
             ax.legend()
         return ax.figure
 
 
 def baseline(name: str):
-    """The preconditioner of a baseline, by name (``"none"``: None)."""
-    if name == "none":
-        return None
-    if name == "jacobi":
-        from .solvers.jacobi import Jacobi
-        return Jacobi(omega=1.0, learnable=False)
-    if name == "ic0":
-        from .solvers.factor import IncompleteCholesky
-        return IncompleteCholesky()
-    from .solvers.amg import AMG
-    return AMG()
+    """A fresh preconditioner of the baseline ``name`` of :data:`BASELINE_REGISTRY`
+    (``"none"``: None)."""
+    if name not in BASELINE_REGISTRY:
+        raise ValueError(f"baselines: expected names among {sorted(BASELINE_REGISTRY)}, got "
+                         f"{name!r}")
+    return BASELINE_REGISTRY[name][1]()
+
+
+def preconditioner_of(model, user: str):
+    """The preconditioner a trained model stands for: the model itself if it has
+    ``setup`` (a preconditioner), else ``model.M`` if the model is a PCG with one.
+    ``user`` names the caller in the error."""
+    from .solvers.cg import PCG
+    if hasattr(model, "setup"):
+        return model
+    if isinstance(model, PCG) and getattr(model, "M", None) is not None:
+        return model.M
+    raise ValueError(f"model: {user} needs a preconditioner (a module with setup(A)) or a PCG "
+                     f"with a preconditioner M, got {type(model).__name__}")
+
+
+def pcg_iterations(rtol: float = 1e-6, maxiter: int | None = None, num_rhs: int = 1):
+    """A metric for the :class:`~learnsolve.train.Trainer`: the PCG iterations to reach
+    ``rtol`` with a model's preconditioner.
+
+    Parameters
+    ----------
+    rtol : float
+        The relative residual to reach, finite and ``> 0``.
+    maxiter : int, optional
+        The most iterations of a solve; default PCG's, ``10 n``.
+    num_rhs : int
+        The right-hand sides solved for: with ``num_rhs == 1``, the problem's
+        ``b`` (each of its columns) when it has one; else ``num_rhs`` random
+        ones, ``problem.random_rhs(num_rhs, seed=problem.seed)``, the same at
+        every call.
+
+    Returns
+    -------
+    callable
+        ``metric(model, problem) -> float``: the mean over the right-hand
+        sides of the iterations of PCG (``rtol``, ``maxiter``), each solved
+        on its own (a block solve would count its slowest column's), with
+        the model's preconditioner (the model if it has
+        ``setup``, else ``model.M`` of a PCG; bound to the problem with
+        :func:`~learnsolve.solvers.base.bind_to_problem`). A solve that does
+        not converge (maxiter reached, a breakdown, a divergence) counts as
+        ``maxiter + 1``. Runs without gradients, in the model's current mode
+        (the trainer sets evaluation mode).
+
+    Raises
+    ------
+    ValueError
+        ``rtol`` not a finite number ``> 0``; ``maxiter`` or ``num_rhs`` below
+        1 (a TypeError where not an integer). From the metric: a model that
+        is neither a preconditioner nor a PCG with one.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from learnsolve.evaluation import pcg_iterations
+    >>> from learnsolve.problems import poisson_2d
+    >>> from learnsolve.solvers import IncompleteCholesky
+    >>> p = poisson_2d(16, dtype=torch.float64)
+    >>> pcg_iterations(rtol=1e-6)(IncompleteCholesky(), p)
+    16.0
+    >>> pcg_iterations(rtol=1e-6, maxiter=5)(IncompleteCholesky(), p)   # not converged
+    6.0
+    """
+    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or \
+            not math.isfinite(rtol) or not rtol > 0:
+        raise ValueError(f"rtol: expected a finite number > 0, got {rtol!r}")
+    if maxiter is not None:
+        maxiter = check_count(maxiter, "maxiter")
+    num_rhs = check_count(num_rhs, "num_rhs")
+    from .solvers.base import bind_to_problem
+    from .solvers.cg import PCG
+
+    @torch.no_grad()
+    def metric(model, problem: Problem) -> float:
+        solver = PCG(M=bind_to_problem(preconditioner_of(model, "pcg_iterations"), problem),
+                     rtol=rtol, maxiter=maxiter)
+        limit = 10 * problem.num_nodes if maxiter is None else maxiter   # PCG's default
+        counts = []
+        for b in _right_hand_sides(problem, num_rhs):
+            solution = solver(problem.A, b)
+            counts.append(solution.iterations if solution.converged else limit + 1)
+        return math.fsum(counts) / len(counts)
+
+    return metric
+
+
+def _right_hand_sides(problem: Problem, num_rhs: int) -> list[torch.Tensor]:
+    """The vectors :func:`pcg_iterations` solves for, each contiguous: the columns of
+    the problem's ``b`` (``num_rhs == 1``), else of ``num_rhs`` random ones seeded
+    with its seed (for one, the vector :func:`compare_preconditioners` draws)."""
+    B = problem.b if problem.b is not None and num_rhs == 1 else \
+        problem.random_rhs(num_rhs, seed=problem.seed)
+    return [B] if B.dim() == 1 else list(B.mT.contiguous())
 
 
 def _solve(solver, problem: Problem, b: torch.Tensor, method: str, name: str, index: int
@@ -221,8 +341,10 @@ def _versus_none(trained: EvaluationRow, none: EvaluationRow) -> float | None:
 
 @torch.no_grad()
 def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None = None,
-                            baselines: Sequence[str] = BASELINES) -> Evaluation:
-    """PCG iterations to reach ``rtol`` with the preconditioner ``M`` and the baselines.
+                            baselines: Sequence[str] = BASELINES, *, solver: str = "pcg"
+                            ) -> Evaluation:
+    """PCG (or GMRES) iterations to reach ``rtol`` with the preconditioner ``M`` and the
+    baselines.
 
     Parameters
     ----------
@@ -238,9 +360,16 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
         The relative residual to reach.
     maxiter : int, optional
         Default ``10 n`` (scipy's).
-    baselines : sequence of {"none", "jacobi", "ic0", "amg"}
-        No preconditioner, Jacobi ``M = D^{-1}``, incomplete Cholesky
-        IC(0), pyamg smoothed aggregation (one V-cycle).
+    baselines : sequence of str
+        Names in :data:`BASELINE_REGISTRY`: ``"none"`` (no preconditioner),
+        ``"jacobi"`` (``M = D^{-1}``), ``"ic0"``, ``"ic1"``, ``"ic2"``
+        (incomplete Cholesky IC(k)), ``"ilu0"``, ``"ilu1"``, ``"ilu2"``
+        (ILU(k)), ``"amg"`` (pyamg smoothed aggregation, one V-cycle).
+        Default :data:`BASELINES`.
+    solver : {"pcg", "gmres"}
+        The Krylov method: PCG for a symmetric positive definite matrix and
+        preconditioner, GMRES (restarted, its defaults) for the others
+        (an ILU, a learned ``IncompleteFactor(kind="lu")``).
 
     Returns
     -------
@@ -273,10 +402,16 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
     """
     from .solvers.base import bind_to_problem
     from .solvers.cg import PCG
+    from .solvers.gmres import GMRES
     baselines = tuple(baselines)
     for name in baselines:
-        if name not in BASELINES:
-            raise ValueError(f"baselines: expected names among {BASELINES}, got {name!r}")
+        if name not in BASELINE_REGISTRY:
+            raise ValueError(f"baselines: expected names among {sorted(BASELINE_REGISTRY)}, got "
+                             f"{name!r}")
+    solvers = {"pcg": PCG, "gmres": GMRES}
+    if solver not in solvers:
+        raise ValueError(f"solver: expected one of {tuple(solvers)}, got {solver!r}")
+    word = solver.upper()
     if maxiter is not None:
         maxiter = check_count(maxiter, "maxiter")
     rows = []
@@ -287,21 +422,21 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
         for method in ("trained",) + baselines:
             preconditioner = baseline(method) if method != "trained" else \
                 bind_to_problem(M, problem)
-            solved[method] = _solve(PCG(M=preconditioner, rtol=rtol, maxiter=maxiter), problem,
-                                    b, method, name, index)
+            solved[method] = _solve(solvers[solver](M=preconditioner, rtol=rtol, maxiter=maxiter),
+                                    problem, b, method, name, index)
         rows += solved.values()
         if "none" not in solved:
             continue
         trained, none = solved["trained"], solved["none"]
         trained.vs_none = _versus_none(trained, none)
         if trained.vs_none is not None and trained.vs_none > 1:
-            took = f"{trained.iterations} PCG iterations" if trained.converged else \
+            took = f"{trained.iterations} {word} iterations" if trained.converged else \
                 f"no convergence ({trained.status}: {trained.message})"
             warnings.warn(f"compare_preconditioners: the preconditioner under test does worse "
                           f"than none on {name!r} (n = {problem.num_nodes}): {took}, against "
-                          f"{none.iterations} PCG iterations without a preconditioner",
+                          f"{none.iterations} {word} iterations without a preconditioner",
                           UserWarning, stacklevel=3)
-    return Evaluation(rows, rtol)
+    return Evaluation(rows, rtol, word)
 
 
 @dataclass

@@ -15,14 +15,16 @@ import math
 import numbers
 import time
 import warnings
+from importlib.util import find_spec
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .callbacks import Callback, _clone
-from .evaluation import BASELINES, Evaluation, as_problems, compare_preconditioners
+from .callbacks import Callback, _clone, _monitored
+from .evaluation import (BASELINES, Evaluation, as_problems, compare_preconditioners,
+                         preconditioner_of)
 from .problems.problem import Problem, ProblemSet, check_count
 
 __all__ = ["Trainer", "History"]
@@ -33,7 +35,10 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch
 RESERVED = ("epoch", "loss", "val_loss", "lr", "time")
 
 _FORMAT = "learnsolve.Trainer"
-#: Version 2 adds the progress of an epoch stopped in its middle ("progress").
+#: Version 2 adds the progress of an epoch stopped in its middle ("progress"). Entries
+#: added since are optional and leave what older readers use as it was ("best", what
+#: keep_best keeps, beside "model", still the parameters training continues from):
+#: files without them load, and readers without them resume the same training.
 _VERSION = 2
 
 
@@ -44,11 +49,10 @@ def _progress_bar(**kwargs):
     without ipywidgets before it falls back to text; here the text bar is chosen
     without the warning.
     """
-    try:
-        import ipywidgets  # noqa: F401 (tqdm's notebook bar is an ipywidgets widget)
-        from tqdm.auto import tqdm
-    except ImportError:
+    if find_spec("ipywidgets") is None:   # tqdm's notebook bar is an ipywidgets widget
         from tqdm import tqdm
+    else:
+        from tqdm.auto import tqdm
     return tqdm(**kwargs)
 
 
@@ -107,6 +111,12 @@ class _NonFinite(Exception):
 def _mean(values) -> float:
     values = list(values)
     return math.fsum(values) / len(values)
+
+
+def _beats(value: float, best: float | None) -> bool:
+    """Whether ``value`` replaces the best kept (None: none yet): finite, and strictly
+    smaller than a finite best (a non-finite value never wins, a non-finite best loses)."""
+    return math.isfinite(value) and (best is None or not math.isfinite(best) or value < best)
 
 
 class _Progress:
@@ -194,6 +204,12 @@ class Trainer:
         ``name -> metric(model, problem) -> float``, evaluated without
         gradients after each epoch on the validation problems (the training
         problems without them), averaged over the problems, and recorded.
+        :func:`~learnsolve.evaluation.pcg_iterations` makes one.
+    keep_best : {"loss", "val_loss"} or str, optional
+        A history entry (``"loss"``, ``"val_loss"``, which needs validation
+        problems, or a metric's name), minimised: ``fit`` ends with the
+        parameters of the epoch where it was smallest, or with the starting
+        ones if no epoch beat them (Notes).
 
     Attributes
     ----------
@@ -210,6 +226,16 @@ class Trainer:
         The trainer's random stream (CPU).
     stop_training : bool
         Set by a callback to stop after the current epoch.
+    start_logs_ : dict or None
+        With ``keep_best``: ``val_loss`` and the metrics of the model the
+        training started from, measured as after an epoch, and its ``loss``
+        (on the fixed vectors of ``val_loss``) with ``keep_best="loss"``.
+    best_epoch_ : int or None
+        With ``keep_best``: the epoch whose parameters are kept, -1 for the
+        start. None before any (in a training resumed from a file saved
+        without ``keep_best``) and without ``keep_best``.
+    best_value_ : float or None
+        Its value of the ``keep_best`` entry.
 
     Notes
     -----
@@ -243,6 +269,19 @@ class Trainer:
     it): when an epoch's first step fails, the parameters stay as the
     previous epoch left them.
 
+    With ``keep_best``, the start of a training (no step done) and the end
+    of each epoch are candidates: a copy of the model's state is kept when
+    its value is finite and strictly below the best so far (a tie keeps the
+    earlier, the start first). When ``fit`` ends short of an exception (all
+    epochs done, a callback's stop, a non-finite loss or gradient), after
+    the callbacks' ``on_fit_end``, the model gets the best parameters, with
+    a UserWarning if no epoch beat the start (they are the starting ones).
+    The parameters training had reached are kept aside, and saved: a later
+    ``fit`` continues from them, so keep_best does not change the training.
+    An epoch's ``loss`` is measured during it, before its steps, while the
+    parameters kept for it are those at its end: ``val_loss`` or a metric
+    compares them better.
+
     Examples
     --------
     >>> from learnsolve.problems import poisson_1d
@@ -253,13 +292,29 @@ class Trainer:
     (100, 'epochs')
     >>> bool(trainer.history_.loss[-10:].mean() < trainer.history_.loss[:10].mean())
     True
+
+    Keeping the best of a learned factor by its PCG iterations:
+
+    >>> import torch
+    >>> from learnsolve.evaluation import pcg_iterations
+    >>> from learnsolve.problems import poisson_2d
+    >>> from learnsolve.solvers import PCG, LowerFactor
+    >>> p = poisson_2d(8, dtype=torch.float64)
+    >>> trainer = Trainer(PCG(M=LowerFactor.banded(p, 1), maxiter=4, rtol=0.0), epochs=20,
+    ...                   seed=0, progress=False, metrics={"iterations": pcg_iterations()},
+    ...                   keep_best="iterations")
+    >>> trainer.fit(p).start_logs_, trainer.history_.iterations[:3].tolist()
+    ({'iterations': 23.0}, [25.0, 22.0, 24.0])
+    >>> trainer.best_epoch_, trainer.best_value_
+    (19, 20.0)
     """
 
     def __init__(self, model: nn.Module, loss: Callable | None = None,
                  optimizer: str | type | Callable = "adam", lr: float = 1e-2, epochs: int = 100,
                  batch_size: int = 8, distribution: str = "normal",
                  device: str | torch.device | None = None, seed: int | None = None, callbacks: Sequence[Callback] = (),
-                 progress: bool = True, metrics: dict[str, Callable] | None = None):
+                 progress: bool = True, metrics: dict[str, Callable] | None = None,
+                 keep_best: str | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         if loss is None and not callable(getattr(model, "loss", None)):
@@ -303,6 +358,9 @@ class Trainer:
             if not callable(metric):
                 raise TypeError(f"metrics[{name!r}]: expected a callable (model, problem) -> "
                                 f"float, got {type(metric).__name__}")
+        if keep_best is not None and keep_best not in ("loss", "val_loss", *metrics):
+            raise ValueError(f"keep_best: expected None, 'loss', 'val_loss' or the name of a "
+                             f"metric {sorted(metrics)}, got {keep_best!r}")
         self.model = model
         self.loss = loss
         self.optimizer = optimizer
@@ -315,6 +373,7 @@ class Trainer:
         self.callbacks = callbacks
         self.progress = bool(progress)
         self.metrics = metrics
+        self.keep_best = keep_best
         self.stop_training = False
         self._callback_states = None
         self._snapshot = None
@@ -357,6 +416,9 @@ class Trainer:
         self.history_ = History()
         self._progress = None
         self.stop_reason_ = None
+        self.start_logs_ = self.best_epoch_ = self.best_value_ = None
+        self._best_state = None     # the parameters keep_best keeps
+        self._trained_state = None  # those training reached, while the model holds the best
 
     def _problems(self, problems, name: str) -> Sequence[Problem]:
         """Problems as a sequence, moved to the trainer's device."""
@@ -386,10 +448,14 @@ class Trainer:
         epoch that an exception or a non-finite loss stopped in its middle is
         resumed at the step it stopped at (see the Notes of :class:`Trainer`).
         ``validation`` (same forms) is where the metrics and ``val_loss`` are
-        measured. Returns self.
+        measured. With ``keep_best``, ends with the best parameters (see the
+        Notes of :class:`Trainer`). Returns self.
         """
         train = self._problems(problems, "problems")
         valid = None if validation is None else self._problems(validation, "validation")
+        if self.keep_best == "val_loss" and valid is None:
+            raise ValueError("validation: keep_best='val_loss' needs validation problems, got "
+                             "None")
         if not hasattr(self, "optimizer_"):
             self._initialize()
         if self._progress is not None and len(self._progress.order) != len(train):
@@ -401,6 +467,7 @@ class Trainer:
                           f"{self.epochs_done_}); raise epochs to train further", UserWarning,
                           stacklevel=2)
             return self
+        self._resume_trained()
         self.stop_training = False
         self.stop_reason_ = None
         for callback in self.callbacks:
@@ -409,6 +476,9 @@ class Trainer:
             for callback, state in zip(self.callbacks, self._callback_states):
                 callback.load_state_dict(state)
             self._callback_states = None
+        if self.keep_best is not None and self.start_logs_ is None and \
+                self.epochs_done_ == 0 and self._progress is None:
+            self._keep_start(train, valid)
         bar = _progress_bar(total=self.epochs, initial=self.epochs_done_, disable=not self.progress,
                    unit="epoch", desc="training")
         try:
@@ -416,8 +486,11 @@ class Trainer:
         finally:
             bar.close()
             self._snapshot = None
+        trained = None if self._best_state is None else _clone(self.model.state_dict())
         for callback in self.callbacks:
             callback.on_fit_end(self)
+        if trained is not None:
+            self._restore_best(trained)
         return self
 
     def _run(self, train, valid, bar) -> None:
@@ -446,6 +519,8 @@ class Trainer:
                 progress.elapsed += time.perf_counter() - start
             logs["time"] = progress.elapsed
             self.history_.append(logs)
+            if self.keep_best is not None:
+                self._keep_if_better(epoch, logs)
             self._progress = self._snapshot = None
             bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
                              if k not in ("epoch", "lr", "time")}, refresh=False)
@@ -542,18 +617,18 @@ class Trainer:
                       f"{kept}", RuntimeWarning, stacklevel=4)
 
     @torch.no_grad()
-    def _measure(self, train, valid) -> dict:
-        """``val_loss`` and the metrics after an epoch (evaluation mode, no gradients)."""
+    def _measure(self, train, valid, with_loss: bool = False) -> dict:
+        """``val_loss`` and the metrics after an epoch (evaluation mode, no gradients);
+        ``with_loss``: the ``loss`` on the training problems first, on fixed vectors."""
         logs = {}
-        if valid is None and not self.metrics:
+        if valid is None and not self.metrics and not with_loss:
             return logs
         self.model.eval()
         try:
+            if with_loss:
+                logs["loss"] = self._fixed_vectors_loss(train)
             if valid is not None:
-                generator = torch.Generator().manual_seed(self.seed or 0)
-                logs["val_loss"] = _mean(float(self._loss(p, p.random_rhs(
-                    self.batch_size, generator=generator, distribution=self.distribution,
-                    normalize=True))) for p in valid)
+                logs["val_loss"] = self._fixed_vectors_loss(valid)
             for name, metric in self.metrics.items():
                 values = []
                 for problem in train if valid is None else valid:
@@ -570,6 +645,74 @@ class Trainer:
             self.model.train()
         return logs
 
+    def _fixed_vectors_loss(self, problems) -> float:
+        """The mean loss on ``problems`` for vectors from a generator seeded anew with the
+        trainer's seed: the same vectors at every call, so that calls compare."""
+        generator = torch.Generator().manual_seed(self.seed or 0)
+        return _mean(float(self._loss(p, p.random_rhs(
+            self.batch_size, generator=generator, distribution=self.distribution,
+            normalize=True))) for p in problems)
+
+    # ------------------------------------------------------------------ keep_best
+    def _keep_start(self, train, valid) -> None:
+        """Measure the model a training starts from (``start_logs_``) and keep it."""
+        self.start_logs_ = self._measure(train, valid, with_loss=self.keep_best == "loss")
+        self._keep(-1, _monitored(self.start_logs_, self.keep_best))
+
+    def _keep_if_better(self, epoch: int, logs: dict) -> None:
+        value = _monitored(logs, self.keep_best)
+        if _beats(value, self.best_value_):
+            self._keep(epoch, value)
+
+    def _keep(self, epoch: int, value: float) -> None:
+        self.best_epoch_, self.best_value_ = epoch, value
+        self._best_state = None      # the last copy goes first: two never coexist
+        self._best_state = _clone(self.model.state_dict())
+
+    def _restore_best(self, trained: dict) -> None:
+        """Put the best parameters in the model, keeping ``trained`` (those training
+        reached) for a later fit; warn if no epoch beat the start."""
+        self._trained_state = trained
+        self.model.load_state_dict(self._best_state)
+        if self.best_epoch_ == -1 and self.history_:
+            warnings.warn(f"Trainer.fit: no epoch beat the start on keep_best="
+                          f"{self.keep_best!r} ({self.best_value_:.6g} at the start, "
+                          f"{self._best_of_epochs()}); the model keeps its starting parameters",
+                          UserWarning, stacklevel=3)
+
+    def _best_of_epochs(self) -> str:
+        """The smallest finite value of the ``keep_best`` entry over the epochs, in words."""
+        values = self.history_.column(self.keep_best)
+        finite = np.flatnonzero(np.isfinite(values))
+        if not finite.size:
+            return f"no finite value in {len(values)} epochs"
+        epoch = int(finite[np.argmin(values[finite])])
+        return f"{values[epoch]:.6g} at the best epoch, {epoch}"
+
+    def _resume_trained(self) -> None:
+        """Give the model back the parameters training had reached, where the best ones
+        replaced them when the last fit ended: training goes on from there."""
+        if self._trained_state is not None:
+            self.model.load_state_dict(self._trained_state)
+            self._trained_state = None
+
+    def _best_record(self) -> dict | None:
+        """What keep_best keeps, for :meth:`save`; ``in_model``: whether the model holds
+        the best parameters (a fit has ended since training last ran)."""
+        if self.keep_best is None:
+            return None
+        return {"monitor": self.keep_best, "epoch": self.best_epoch_, "value": self.best_value_,
+                "state": self._best_state, "start_logs": self.start_logs_,
+                "in_model": self._trained_state is not None}
+
+    def _load_best(self, record: dict, trained: dict) -> None:
+        """Restore :meth:`_best_record`; ``trained``: the saved model's state."""
+        self.best_epoch_, self.best_value_ = record["epoch"], record["value"]
+        self._best_state, self.start_logs_ = record["state"], record["start_logs"]
+        if record["in_model"]:
+            self._trained_state = trained
+            self.model.load_state_dict(self._best_state)
+
     # ------------------------------------------------------------------ saving
     def _check_started(self, what: str) -> None:
         if not hasattr(self, "optimizer_"):
@@ -578,8 +721,11 @@ class Trainer:
 
     def save(self, path) -> None:
         """Save what a resumed training needs: model and optimizer state, history,
-        the random stream, the callbacks' states and, for an epoch stopped in its
-        middle, its order and the losses of its steps done.
+        the random stream, the callbacks' states, for an epoch stopped in its
+        middle, its order and the losses of its steps done, and with
+        ``keep_best`` the best parameters, their epoch and value and
+        ``start_logs_`` (entry ``"best"``; entry ``"model"`` holds the
+        parameters training continues from).
 
         Saved after an exception ended ``fit``, the states are those at the
         start of the step it interrupted (see the Notes of :class:`Trainer`),
@@ -601,22 +747,27 @@ class Trainer:
         """
         self._check_started("save")
         progress = None if self._progress is None else self._progress.state_dict()
+        trained = self.model.state_dict() if self._trained_state is None else \
+            self._trained_state
         torch.save({"format": _FORMAT, "version": _VERSION,
-                    "model": self.model.state_dict(),
+                    "model": trained,
                     "optimizer": self.optimizer_.state_dict(),
                     "history": [dict(row) for row in self.history_],
                     "progress": progress,
                     "stop_reason": self.stop_reason_,
                     "generator": self.generator_.get_state(),
                     "callbacks": [{"type": type(c).__name__, "state": c.state_dict()}
-                                  for c in self.callbacks]}, path)
+                                  for c in self.callbacks],
+                    "best": self._best_record()}, path)
 
     def load(self, path) -> "Trainer":
         """Restore a state written by :meth:`save` into this trainer (built with
         the same arguments); the next ``fit`` continues from ``epochs_done_``,
         in the middle of that epoch if it was saved there. Files of version 1
         (saved at the end of an epoch, before version 2 of this format) load
-        too. Returns self."""
+        too, and so do files without ``keep_best``'s entry: a trainer with
+        ``keep_best`` then keeps the best of the epochs it runs from there.
+        Returns self."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise ValueError(f"path: expected a file written by Trainer.save, got {path!r}")
@@ -627,6 +778,10 @@ class Trainer:
         mine = [type(c).__name__ for c in self.callbacks]
         if saved != mine:
             raise ValueError(f"callbacks: the saved trainer had {saved}, this one has {mine}")
+        best = state.get("best")
+        if best is not None and best["monitor"] != self.keep_best:
+            raise ValueError(f"keep_best: the saved trainer kept the best by "
+                             f"{best['monitor']!r}, this one has keep_best={self.keep_best!r}")
         self._initialize()
         self.model.load_state_dict(state["model"])
         self.optimizer_.load_state_dict(state["optimizer"])
@@ -636,18 +791,11 @@ class Trainer:
         if state.get("progress") is not None:
             self._progress = _Progress.from_state(state["progress"], self.generator_.get_state())
         self._callback_states = [c["state"] for c in state["callbacks"]]
+        if best is not None:
+            self._load_best(best, state["model"])
         return self
 
     # ------------------------------------------------------------------ evaluation
-    def _preconditioner(self, PCG):
-        model = self.model
-        if hasattr(model, "setup"):
-            return model
-        if isinstance(model, PCG) and getattr(model, "M", None) is not None:
-            return model.M
-        raise ValueError(f"model: evaluate needs a preconditioner (a module with setup(A)) or a "
-                         f"PCG with a preconditioner M, got {type(model).__name__}")
-
     @torch.no_grad()
     def evaluate(self, problems, rtol: float = 1e-6, maxiter: int | None = None,
                  baselines: Sequence[str] = BASELINES) -> Evaluation:
@@ -659,8 +807,7 @@ class Trainer:
         preconditioner), else ``model.M`` if the model is a PCG; it is
         evaluated in eval mode, on the trainer's device.
         """
-        from .solvers.cg import PCG
-        trained = self._preconditioner(PCG)
+        trained = preconditioner_of(self.model, "evaluate")
         problems = self._problems(problems, "problems")
         if self.device is not None:
             self.model.to(self.device)

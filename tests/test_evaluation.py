@@ -126,3 +126,33 @@ def test_plot_tells_coinciding_curves_apart():
         assert len({styles[i][attribute] for i in range(3)}) == 3
     assert all(marker not in ("None", "", None) for _, _, marker in styles)
     assert len({str(line.get_markevery()) for line in coinciding}) == 3   # markers apart
+
+
+def test_incomplete_factorisations_are_registered_baselines():
+    from learnsolve.evaluation import BASELINE_REGISTRY, baseline
+    from learnsolve.solvers import IncompleteLU
+    problem = poisson_2d(16, dtype=torch.float64)
+    rows = compare_preconditioners(IncompleteCholesky(), problem,
+                                   baselines=("ic0", "ic1", "ic2", "ilu0"))
+    counts = {row.method: row.iterations for row in rows}
+    assert counts["trained"] == counts["ic0"] == counts["ilu0"]   # ILU(0) of SPD is IC(0)
+    assert counts["ic2"] <= counts["ic1"] < counts["ic0"]
+    assert isinstance(baseline("ilu1"), IncompleteLU) and baseline("ilu1").fill == 1
+    assert BASELINE_REGISTRY["ic1"][0] == "IC(1)"
+    with pytest.raises(ValueError, match="baselines: expected names among"):
+        compare_preconditioners(IncompleteCholesky(), problem, baselines=("ic9",))
+
+
+def test_registry_extends_and_gmres_compares_nonsymmetric_preconditioners(monkeypatch):
+    from learnsolve.evaluation import BASELINE_REGISTRY
+    from learnsolve.problems import convection_diffusion_2d
+    from learnsolve.solvers import IncompleteLU
+    monkeypatch.setitem(BASELINE_REGISTRY, "mine", ("my ILU(2)", lambda: IncompleteLU(2)))
+    problem = convection_diffusion_2d(12, epsilon=0.01, dtype=torch.float64)
+    rows = compare_preconditioners(IncompleteLU(), problem, baselines=("none", "ilu1", "mine"),
+                                   solver="gmres")
+    assert rows.solver == "GMRES" and all(row.converged for row in rows)
+    counts = {row.method: row.iterations for row in rows}
+    assert counts["mine"] <= counts["ilu1"] < counts["trained"] < counts["none"]
+    with pytest.raises(ValueError, match="solver: expected one of"):
+        compare_preconditioners(IncompleteLU(), problem, solver="bicgstab")
