@@ -1,4 +1,5 @@
 """Problem generators: Poisson (paper eqs. 29, 32), variable-coefficient diffusion,
+convection-diffusion (nonsymmetric),
 finite elements on unstructured meshes (meshpy / Triangle), pyamg's gallery, domain
 decompositions for restricted additive Schwarz, reproducible problem sets, and plots.
 
@@ -22,6 +23,7 @@ Examples
 >>> b.shape == (p.num_nodes, 8), p.partition.num_parts
 (True, 4)
 """
+from .convection import convection_diffusion_2d, recirculating_wind
 from .decomposition import Partition, adjacency, partition
 from .diffusion import (JumpCoefficient, LognormalCoefficient, diffusion_2d, edge_coefficients,
                         jump_coefficient, lognormal_coefficient)
@@ -41,6 +43,7 @@ __all__ = [
     "poisson_1d", "poisson_2d", "grid_coordinates", "grid_boundary",
     "diffusion_2d", "edge_coefficients", "LognormalCoefficient", "JumpCoefficient",
     "lognormal_coefficient", "jump_coefficient",
+    "convection_diffusion_2d", "recirculating_wind",
     "Mesh", "disk", "rectangle", "l_shape", "square_with_holes", "random_polygon", "polygon",
     "mesh_size",
     "fem_problem", "stiffness_matrix", "load_vector", "lumped_mass", "element_coefficient",

@@ -207,11 +207,18 @@ def diffusion_2d(nx: int, ny: int | None = None, coefficient=1.0, *, b=None, see
             index[:, 1:].ravel(), index[:, :-1].ravel()]
     vals = [diag.ravel(), -kx[1:-1].ravel(), -kx[1:-1].ravel(),
             -ky[:, 1:-1].ravel(), -ky[:, 1:-1].ravel()]
+    return grid_problem(rows, cols, vals, nx, ny, b=b, seed=seed, dtype=dtype, device=device,
+                        name=f"2D diffusion, {nx} x {ny}",
+                        info={"kind": "diffusion", "grid": (nx, ny), "coefficient": coefficient,
+                              "h": (1.0 / (nx + 1), 1.0 / (ny + 1))})
+
+
+def grid_problem(rows, cols, vals, nx: int, ny: int, *, b, seed: int, dtype: torch.dtype,
+                 device, name: str, info: dict) -> Problem:
+    """The Problem of a matrix on an ``nx x ny`` interior grid given as lists of COO
+    arrays (duplicates summed), with the grid's coordinates and boundary flags."""
     A = from_coo(torch.from_numpy(np.concatenate(rows)), torch.from_numpy(np.concatenate(cols)),
                  torch.from_numpy(np.concatenate(vals)).to(dtype), (nx * ny, nx * ny))
     return Problem(A if device is None else A.to(device), b=b,
                    coordinates=grid_coordinates(nx, ny, dtype=dtype).to(device),
-                   boundary=grid_boundary(nx, ny).to(device),
-                   name=f"2D diffusion, {nx} x {ny}", seed=seed,
-                   info={"kind": "diffusion", "grid": (nx, ny), "coefficient": coefficient,
-                         "h": (1.0 / (nx + 1), 1.0 / (ny + 1))})
+                   boundary=grid_boundary(nx, ny).to(device), name=name, seed=seed, info=info)
