@@ -204,38 +204,29 @@ def _inverse(perm: torch.Tensor | None) -> torch.Tensor | None:
     return None if perm is None else torch.argsort(perm)
 
 
-def _scale_rows(scale: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    return scale * r if r.dim() == 1 else scale[:, None] * r
-
-
-def solves(F: CSRMatrix, kind: str, scale: torch.Tensor | None = None,
-           permutation: torch.Tensor | None = None) -> Apply:
-    """``r -> P^T S (L L^T)^{-1} S P r`` (cholesky: ``L`` the lower triangle of
-    ``F``) or ``r -> P^T S (L U)^{-1} S P r`` (lu: ``L`` unit lower below ``F``'s
-    diagonal, ``U`` its upper triangle), ``S = diag(scale)``, ``(P r)_i =
-    r[permutation[i]]`` (each the identity where None): two triangular solves,
-    differentiable in ``F``'s values, ``scale`` and ``r``."""
+def solves(F: CSRMatrix, kind: str, permutation: torch.Tensor | None = None) -> Apply:
+    """``r -> P^T (L L^T)^{-1} P r`` (cholesky: ``L`` the lower triangle of ``F``) or
+    ``r -> P^T (L U)^{-1} P r`` (lu: ``L`` unit lower below ``F``'s diagonal, ``U``
+    its upper triangle), ``(P r)_i = r[permutation[i]]`` (the identity where
+    None): two triangular solves, differentiable in ``F``'s values and ``r``."""
     inverse = _inverse(permutation)
 
     def apply(r: torch.Tensor) -> torch.Tensor:
         check_rhs(F, r, "r")
         y = _permuted(r, permutation)
-        y = y if scale is None else _scale_rows(scale, y)
         if kind == "cholesky":
             y = spsolve_triangular(F, y, lower=True)
             y = spsolve_triangular(F, y, lower=True, transpose=True)
         else:
             y = spsolve_triangular(F, y, lower=True, unit_diagonal=True)
             y = spsolve_triangular(F, y, lower=False)
-        return _permuted(y if scale is None else _scale_rows(scale, y), inverse)
+        return _permuted(y, inverse)
     return apply
 
 
-def products(F: CSRMatrix, kind: str, scale: torch.Tensor | None = None,
-             permutation: torch.Tensor | None = None) -> Apply:
-    """``z -> P^T S^{-1} L L^T S^{-1} P z`` or ``z -> P^T S^{-1} L U S^{-1} P z``: the
-    inverse of :func:`solves`' map, ``M^{-1}``, by sparse products
-    (differentiable)."""
+def products(F: CSRMatrix, kind: str, permutation: torch.Tensor | None = None) -> Apply:
+    """``z -> P^T L L^T P z`` or ``z -> P^T L U P z``: the inverse of :func:`solves`'
+    map, ``M^{-1}``, by sparse products (differentiable)."""
     if kind == "cholesky":
         first, second = F.T, F
     else:
@@ -244,11 +235,9 @@ def products(F: CSRMatrix, kind: str, scale: torch.Tensor | None = None,
 
     def apply(z: torch.Tensor) -> torch.Tensor:
         check_rhs(F, z, "z")
-        y = _permuted(z, permutation)
-        y = y if scale is None else _scale_rows(1 / scale, y)
-        y = first @ y
+        y = first @ _permuted(z, permutation)
         y = second @ y if kind == "cholesky" else y + second @ y
-        return _permuted(y if scale is None else _scale_rows(1 / scale, y), inverse)
+        return _permuted(y, inverse)
     return apply
 
 
@@ -511,17 +500,15 @@ class IncompleteFactor(SparseParameter):
         return F.with_values(root[rows] * F.values * column)
 
     def setup(self, A: CSRMatrix) -> Apply:
-        """``r -> M r`` for ``A`` (two triangular solves between two scalings by
-        ``D^{-1/2}``), for ``r`` of shape ``(n,)`` or ``(n, k)`` in ``A``'s dtype."""
-        A = self.check_matrix(A)
-        return solves(self._scaled_factor(A.dtype), self.kind, self._scale(A), self.permutation)
+        """``r -> M r`` for ``A``: two triangular solves with the factor for ``A``
+        (:meth:`factor`, scaled once per setup), for ``r`` of shape ``(n,)`` or
+        ``(n, k)`` in ``A``'s dtype."""
+        return solves(self.factor(A), self.kind, permutation=self.permutation)
 
     def setup_inverse(self, A: CSRMatrix) -> Apply:
         """``z -> M^{-1} z`` for ``A`` (``L L^T z`` or ``L U z``, sparse products):
         what the sketched and low-frequency losses compare with ``A z``."""
-        A = self.check_matrix(A)
-        return products(self._scaled_factor(A.dtype), self.kind, self._scale(A),
-                        self.permutation)
+        return products(self.factor(A), self.kind, permutation=self.permutation)
 
     def extra_repr(self) -> str:
         return (f"kind={self.kind!r}, fill={self.fill}, ordering={self.ordering!r}, "
