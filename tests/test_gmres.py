@@ -423,3 +423,48 @@ def test_bad_input():
         GMRES(M=3)(A, torch.ones(9, dtype=F64))
     with pytest.raises(TypeError, match="callback"):
         GMRES(callback=3)
+
+
+# ------------------------------------------------------------------ divergence penalty
+
+def test_gmres_loss_penalty_is_zero_while_the_stationary_iteration_contracts():
+    from learnsolve.solvers.gmres import gmres_loss
+    p = poisson_2d(10, dtype=torch.float64).with_partition(4, overlap=1)
+    B = p.random_rhs(3, seed=0, normalize=True)
+    model = GMRES(M=ls.solvers.RAS(coarse="nicolaides"))
+    plain = gmres_loss(model, p, B)
+    assert torch.equal(gmres_loss(model, p, B, divergence_penalty=10.0), plain)
+    assert torch.equal(gmres_loss(model, p, B, divergence_penalty=0.0), plain)
+
+
+def test_gmres_loss_penalty_pushes_a_divergent_iteration_back():
+    from learnsolve.solvers.gmres import gmres_loss, stationary_growth
+    p = poisson_1d(32, dtype=torch.float64)
+    B = p.random_rhs(4, seed=1, normalize=True)
+    jacobi = Jacobi(omega=2.5, num_nodes=32)           # I - 2.5 D^{-1} A diverges
+    model = GMRES(M=jacobi)
+    growth = stationary_growth(jacobi.setup(p.A), p.A, B, 8)
+    assert float(growth.detach()) > 1.5
+    plain = gmres_loss(model, p, B)
+    penalised = gmres_loss(model, p, B, divergence_penalty=1.0)
+    torch.testing.assert_close(penalised - plain, (growth - 1) ** 2)
+    (gradient,) = torch.autograd.grad(penalised - plain, jacobi.omega)
+    assert (gradient > 0).all()                         # descent lowers the weights
+    # The estimate approaches the spectral radius: 1 - 2.5 * (2 - 2 cos(pi h)) / 2 in
+    # magnitude for the highest mode, here ~4.0.
+    h = 1 / 33
+    rho = abs(1 - 2.5 * (1 + np.cos(np.pi * h)))
+    assert abs(float(stationary_growth(jacobi.setup(p.A), p.A, B, 200).detach()) - rho) < 0.05 * rho
+
+
+def test_gmres_loss_penalty_arguments():
+    from learnsolve.solvers.gmres import gmres_loss
+    p = poisson_1d(8, dtype=torch.float64)
+    B = p.random_rhs(2, seed=0, normalize=True)
+    for bad in (-1.0, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="divergence_penalty"):
+            gmres_loss(GMRES(), p, B, divergence_penalty=bad)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="penalty_steps"):
+            gmres_loss(GMRES(), p, B, divergence_penalty=1.0, penalty_steps=bad)
+    assert gmres_loss(GMRES(), p, B, divergence_penalty=1.0).isfinite()    # M = I

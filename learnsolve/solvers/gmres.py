@@ -351,7 +351,8 @@ class GMRES(IterativeSolver):
 
 
 def gmres_loss(model: GMRES, problem, B: torch.Tensor, *, iterations: int = 4,
-               gamma: float = 0.6) -> torch.Tensor:
+               gamma: float = 0.6, divergence_penalty: float = 0.0,
+               penalty_steps: int = 8) -> torch.Tensor:
     """The weighted residual history of GMRES: eq. 42 of the paper for the Krylov
     method a nonsymmetric preconditioner serves.
 
@@ -363,6 +364,15 @@ def gmres_loss(model: GMRES, problem, B: torch.Tensor, *, iterations: int = 4,
     the end): what right-preconditioned GMRES minimises, so the loss trains
     ``M`` for the use GMRES makes of it (the restricted Schwarz method, an
     incomplete LU), not for a stationary iteration.
+
+    GMRES converges with an ``M`` whose stationary iteration ``x <- x + M (b -
+    A x)`` diverges, and nothing in the residual history stops training from
+    reaching one. With ``divergence_penalty = lambda > 0`` the loss adds
+    ``lambda * max(0, rho_k - 1)^2``, ``rho_k = (||T^k E||_F / ||E||_F)^{1/k}``
+    the growth per step of the error propagator ``T = I - M A`` over ``k =
+    penalty_steps`` steps from the unit columns ``E`` of ``B``: a
+    differentiable estimate of the stationary factor (a lower bound for small
+    ``k``), zero while the iteration contracts.
 
     Parameters
     ----------
@@ -377,6 +387,10 @@ def gmres_loss(model: GMRES, problem, B: torch.Tensor, *, iterations: int = 4,
         ``N``, at least 1.
     gamma : float
         In ``(0, 1]``.
+    divergence_penalty : float
+        ``lambda >= 0``; 0 (the default) adds nothing and costs nothing.
+    penalty_steps : int
+        ``k >= 1``, the applications of ``T`` in the estimate.
 
     Returns
     -------
@@ -401,6 +415,32 @@ def gmres_loss(model: GMRES, problem, B: torch.Tensor, *, iterations: int = 4,
     if not isinstance(model, GMRES):
         raise TypeError(f"model: expected a GMRES, got {type(model).__name__}")
     iterations, gamma = check_history_weights(iterations, gamma)
-    solver = GMRES(bind_to_problem(model.M, problem), restart=iterations, maxiter=iterations,
-                   rtol=0.0, atol=0.0)
-    return weighted_residuals(solver(matrix_of(problem), B), iterations, gamma, "gmres_loss")
+    if isinstance(divergence_penalty, bool) or not isinstance(divergence_penalty, numbers.Real) \
+            or not 0 <= divergence_penalty < math.inf:
+        raise ValueError(f"divergence_penalty: expected a finite number >= 0, got "
+                         f"{divergence_penalty!r}")
+    if isinstance(penalty_steps, bool) or not isinstance(penalty_steps, numbers.Integral) or \
+            penalty_steps < 1:
+        raise ValueError(f"penalty_steps: expected an integer >= 1, got {penalty_steps!r}")
+    M = bind_to_problem(model.M, problem)
+    A = matrix_of(problem)
+    solver = GMRES(M, restart=iterations, maxiter=iterations, rtol=0.0, atol=0.0)
+    loss = weighted_residuals(solver(A, B), iterations, gamma, "gmres_loss")
+    if divergence_penalty:
+        growth = stationary_growth(as_preconditioner(M, A), A, B, int(penalty_steps))
+        loss = loss + divergence_penalty * F.relu(growth - 1) ** 2
+    return loss
+
+
+def stationary_growth(apply_M, A: CSRMatrix, B: torch.Tensor, steps: int) -> torch.Tensor:
+    """``(||T^k E||_F / ||E||_F)^{1/k}`` for ``T = I - M A``, ``k = steps`` and ``E``
+    the columns of ``B`` scaled to unit norm: the mean growth per step of the
+    stationary iteration's error, differentiable (``apply_M``: ``r -> M r``, or None
+    for ``M = I``)."""
+    apply_M = apply_M if apply_M is not None else (lambda r: r)
+    E = B if B.dim() == 2 else B[:, None]
+    E = E / torch.linalg.vector_norm(E, dim=0).clamp_min(torch.finfo(E.dtype).tiny)
+    start = torch.linalg.vector_norm(E)
+    for _ in range(steps):
+        E = E - apply_M(A @ E)
+    return (torch.linalg.vector_norm(E) / start) ** (1.0 / steps)
