@@ -13,7 +13,7 @@ from ._ops import ops
 from .csr import CSRMatrix
 from .pattern import Pattern
 
-__all__ = ["ORDERINGS", "fill_pattern", "level_of_fill", "ordering", "permute"]
+__all__ = ["ORDERINGS", "check_ordering", "fill_pattern", "level_of_fill", "ordering", "permute"]
 
 #: The orderings :func:`ordering` computes: None keeps the unknowns as they are.
 ORDERINGS = (None, "rcm")
@@ -89,6 +89,13 @@ def fill_pattern(A: CSRMatrix, level: int) -> CSRMatrix:
     return CSRMatrix._from_pattern(fill, values)
 
 
+def check_ordering(method) -> None:
+    """ValueError unless ``method`` is one of :data:`ORDERINGS` (checked where a
+    factorisation is configured, before any pattern is at hand)."""
+    if method not in ORDERINGS:
+        raise ValueError(f"ordering: expected one of {ORDERINGS}, got {method!r}")
+
+
 def ordering(pattern: Pattern, method: str | None) -> torch.Tensor | None:
     """The permutation ``perm`` (new position -> old index) of a square pattern's
     unknowns by ``method``, computed once and cached on the pattern; None for
@@ -101,8 +108,7 @@ def ordering(pattern: Pattern, method: str | None) -> torch.Tensor | None:
     has a bandwidth of 5,000, 89 after RCM), and IC(0) in such an order is a
     weaker preconditioner.
     """
-    if method not in ORDERINGS:
-        raise ValueError(f"ordering: expected one of {ORDERINGS}, got {method!r}")
+    check_ordering(method)
     if method is None:
         return None
     n, m = pattern.shape

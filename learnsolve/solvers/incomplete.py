@@ -17,7 +17,7 @@ import torch
 
 from ..core._ops import ops
 from ..core.csr import CSRMatrix
-from ..core.fill import ORDERINGS, fill_pattern, ordering as reorder, permute
+from ..core.fill import check_ordering, fill_pattern, ordering as reorder, permute
 from ..problems.problem import check_count
 from ..linalg._checks import check_rhs, check_square
 from ..linalg.triangular import spsolve_triangular
@@ -66,18 +66,16 @@ class Factorization:
 
     @property
     def name(self) -> str:
-        return f"{'IC' if self.kind == 'cholesky' else 'ILU'}({self.fill})"
+        return _name(self.kind, self.fill)
 
     def apply(self) -> Apply:
         """``r -> M r``, two triangular solves (between the permutations)."""
         return solves(self.matrix, self.kind, permutation=self.permutation)
 
 
-def reorder_check(method) -> None:
-    """ValueError unless ``method`` is an ordering :func:`~learnsolve.core.fill.ordering`
-    knows."""
-    if method not in ORDERINGS:
-        raise ValueError(f"ordering: expected one of {ORDERINGS}, got {method!r}")
+def _name(kind: str, fill: int) -> str:
+    """``"IC(k)"`` or ``"ILU(k)"``."""
+    return f"{'IC' if kind == 'cholesky' else 'ILU'}({fill})"
 
 
 def _check_kind(kind) -> str:
@@ -89,7 +87,7 @@ def _check_kind(kind) -> str:
 def _factorize(F: CSRMatrix, kind: str, fill: int, shift: bool) -> Factorization:
     """The numeric factorisation of ``F`` (``A`` on the pattern of its factor), on the
     CPU, with the diagonal shifted after a breakdown where ``shift`` allows."""
-    name = f"{'IC' if kind == 'cholesky' else 'ILU'}({fill})"
+    name = _name(kind, fill)
     numeric = ops.ic0 if kind == "cholesky" else ops.ilu
     with torch.inference_mode(False):  # the factor must be usable by a later backward
         crow, col = F.crow_indices.cpu(), F.col_indices.cpu()
@@ -250,7 +248,7 @@ class _Classical(Preconditioner):
         super().__init__()
         self.fill = check_count(fill, "fill", 0)
         self.shift = bool(shift)
-        reorder_check(ordering)
+        check_ordering(ordering)
         self.ordering = ordering
         self._factorization = MatrixCache()
 
@@ -432,7 +430,7 @@ class IncompleteFactor(SparseParameter):
         A = check_square(matrix_of(A), "A")
         kind = _check_kind(kind)
         fill = check_count(fill, "fill", 0)
-        reorder_check(ordering)
+        check_ordering(ordering)
         if kind == "cholesky":
             check_spd(A)
         A, permutation = _reordered(A.detach(), ordering)
@@ -466,11 +464,6 @@ class IncompleteFactor(SparseParameter):
         self.ordering = ordering
         self.shift_ = shift_used
 
-    def _diagonal(self) -> torch.Tensor:
-        """The positions of the diagonal entries among the values (cached on the pattern)."""
-        F = self.sparse()
-        return F._pattern.cached("diagonal_positions", lambda: diagonal_positions(F, "A"))
-
     def _scaled_factor(self, dtype: torch.dtype) -> CSRMatrix:
         """The factor of ``Ã`` (``L~``, or ``L~`` and ``U~``), differentiable."""
         values = self.values.to(dtype)
@@ -478,11 +471,11 @@ class IncompleteFactor(SparseParameter):
         pivots = self.diagonal_sign.to(dtype) * values[diagonal].exp()
         return self.sparse(values.index_copy(0, diagonal, pivots))
 
-    def _scale(self, A: CSRMatrix) -> torch.Tensor:
-        """``D^{-1/2}`` for ``A`` (in the factor's order): ``|diag(A)|^{-1/2}``,
+    def _root(self, A: CSRMatrix) -> torch.Tensor:
+        """``D^{1/2}`` for ``A`` (in the factor's order): ``|diag(A)|^{1/2}``,
         differentiable."""
         d = scaling_diagonal(A, self, positive=self.kind == "cholesky")
-        return _permuted(d, self.permutation).abs().rsqrt()
+        return _permuted(d, self.permutation).abs().sqrt()
 
     def factor(self, A: CSRMatrix | None = None) -> CSRMatrix:
         """The factor for ``A`` (``L``, or ``L`` and ``U`` together, in ``A``'s dtype),
@@ -492,7 +485,7 @@ class IncompleteFactor(SparseParameter):
             return self._scaled_factor(self.values.dtype)
         A = self.check_matrix(A)
         F = self._scaled_factor(A.dtype)
-        root = 1 / self._scale(A)
+        root = self._root(A)
         rows, cols = F.row_indices(), F.col_indices
         if self.kind == "cholesky":
             return F.with_values(root[rows] * F.values)
