@@ -97,6 +97,11 @@ class SparseParameter(Preconditioner):
             lambda: Pattern.checked(self.crow_indices, self.col_indices, self.shape))
         return CSRMatrix._from_pattern(pattern, self.values if values is None else values)
 
+    def _diagonal(self) -> torch.Tensor:
+        """The positions of the diagonal entries among the values (cached on the pattern)."""
+        M = self.sparse()
+        return M._pattern.cached("diagonal_positions", lambda: diagonal_positions(M, "pattern"))
+
     def check_matrix(self, A) -> CSRMatrix:
         """``A`` after checking its shape and device against the module's."""
         return check_operator_matrix(self, A, self.shape, self.values)
@@ -219,11 +224,6 @@ class LowerFactor(SparseParameter):
         diagonals = [ones[k:] for k in range(min(bandwidth, n - 1) + 1)]
         offsets = [-k for k in range(len(diagonals))]
         return cls(construct.diags(diagonals, offsets, shape=(n, n)), init=init)
-
-    def _diagonal(self) -> torch.Tensor:
-        """The positions of the diagonal entries among the values (cached on the pattern)."""
-        L = self.sparse()
-        return L._pattern.cached("diagonal_positions", lambda: diagonal_positions(L, "pattern"))
 
     def factor(self, A: CSRMatrix | None = None) -> CSRMatrix:
         """``L = D^{-1/2} L~`` for ``A`` (in ``A``'s dtype), or ``L~`` itself
