@@ -204,12 +204,16 @@ class Evaluation(Table):
         return ax.figure
 
 
-def baseline(name: str):
-    """A fresh preconditioner of the baseline ``name`` of :data:`BASELINE_REGISTRY`
-    (``"none"``: None)."""
+def _check_baseline(name) -> None:
     if name not in BASELINE_REGISTRY:
         raise ValueError(f"baselines: expected names among {sorted(BASELINE_REGISTRY)}, got "
                          f"{name!r}")
+
+
+def baseline(name: str):
+    """A fresh preconditioner of the baseline ``name`` of :data:`BASELINE_REGISTRY`
+    (``"none"``: None)."""
+    _check_baseline(name)
     return BASELINE_REGISTRY[name][1]()
 
 
@@ -405,9 +409,7 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
     from .solvers.gmres import GMRES
     baselines = tuple(baselines)
     for name in baselines:
-        if name not in BASELINE_REGISTRY:
-            raise ValueError(f"baselines: expected names among {sorted(BASELINE_REGISTRY)}, got "
-                             f"{name!r}")
+        _check_baseline(name)
     solvers = {"pcg": PCG, "gmres": GMRES}
     if solver not in solvers:
         raise ValueError(f"solver: expected one of {tuple(solvers)}, got {solver!r}")
