@@ -422,12 +422,12 @@ def gmres_loss(model: GMRES, problem, B: torch.Tensor, *, iterations: int = 4,
     if isinstance(penalty_steps, bool) or not isinstance(penalty_steps, numbers.Integral) or \
             penalty_steps < 1:
         raise ValueError(f"penalty_steps: expected an integer >= 1, got {penalty_steps!r}")
-    M = bind_to_problem(model.M, problem)
     A = matrix_of(problem)
-    solver = GMRES(M, restart=iterations, maxiter=iterations, rtol=0.0, atol=0.0)
+    apply_M = as_preconditioner(bind_to_problem(model.M, problem), A)   # set up once
+    solver = GMRES(apply_M, restart=iterations, maxiter=iterations, rtol=0.0, atol=0.0)
     loss = weighted_residuals(solver(A, B), iterations, gamma, "gmres_loss")
     if divergence_penalty:
-        growth = stationary_growth(as_preconditioner(M, A), A, B, int(penalty_steps))
+        growth = stationary_growth(apply_M, A, B, int(penalty_steps))
         loss = loss + divergence_penalty * F.relu(growth - 1) ** 2
     return loss
 
