@@ -75,13 +75,13 @@ def triangular_rows(A: ls.CSRMatrix, threads: list[int], timing: Timing):
     n = L.shape[0]
     b = _rhs(n)
     rows = []
-    analysis = Case(lambda: triangular_levels(_fresh(L)._pattern, True))
+    analysis = Case(lambda: triangular_levels(_fresh(L).pattern, True))
     rows.append(["level analysis (once per pattern)", format_time(timing.forward(analysis)),
                  NOT_RUN])
     values, rhs = _leaf(L.values), _leaf(b)
     Lg = L.with_values(values)
-    triangular_levels(Lg._pattern, True)
-    Lg._pattern.transpose_arrays()
+    triangular_levels(Lg.pattern, True)
+    Lg.pattern.transpose_arrays()
     for count in threads:
         torch.set_num_threads(count)
         case = Case(lambda: spsolve_triangular(Lg, rhs), (values, rhs))

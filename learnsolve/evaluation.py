@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .problems.problem import Problem, ProblemSet, check_count
+from .core.validation import check_count
+from .problems.problem import Problem, ProblemSet
 
 __all__ = ["BASELINES", "Evaluation", "EvaluationRow", "SchwarzEvaluation", "SchwarzRow",
            "baseline", "compare_preconditioners", "compare_schwarz", "pcg_iterations"]

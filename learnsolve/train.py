@@ -25,7 +25,8 @@ from torch import nn
 from .callbacks import Callback, _clone, _monitored
 from .evaluation import (BASELINES, Evaluation, as_problems, compare_preconditioners,
                          preconditioner_of)
-from .problems.problem import Problem, ProblemSet, check_count
+from .core.validation import check_count
+from .problems.problem import Problem, ProblemSet
 
 __all__ = ["Trainer", "History"]
 

@@ -50,7 +50,7 @@ def test_scalars(dtype):
     alpha = torch.tensor(3.0, dtype=dtype)
     assert_close((alpha * A).to_dense(), 3 * D, dtype)
     assert_close((A / alpha).to_dense(), D / 3, dtype)
-    assert (alpha * A)._pattern is A._pattern
+    assert (alpha * A).pattern is A.pattern
 
 
 @pytest.mark.parametrize("case", ["square", "empty_rows_cols", "explicit_zeros", "nnz0", "1x1"])

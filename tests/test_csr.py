@@ -185,13 +185,13 @@ def test_with_values_detach_clone_to():
     S, A = make("square", torch.float64)
     v = torch.arange(A.nnz, dtype=torch.float64, requires_grad=True)
     B = A.with_values(v)
-    assert B._pattern is A._pattern and B.requires_grad
-    assert not B.detach().requires_grad and B.detach()._pattern is A._pattern
+    assert B.pattern is A.pattern and B.requires_grad
+    assert not B.detach().requires_grad and B.detach().pattern is A.pattern
     C = B.clone()
     assert C.requires_grad and C.crow_indices.data_ptr() != A.crow_indices.data_ptr()
     assert torch.equal(C.to_dense(), B.to_dense())
     F = B.to(torch.float32)
-    assert F.dtype == torch.float32 and F._pattern is A._pattern
+    assert F.dtype == torch.float32 and F.pattern is A.pattern
     assert A.to(device="cpu", dtype=torch.float32).dtype == torch.float32
     assert A.float().double().dtype == torch.float64
     with pytest.raises(ValueError, match=r"values: expected length 36"):
@@ -221,7 +221,7 @@ def test_caches_filled_in_inference_mode_serve_a_later_backward():
     with torch.inference_mode():
         A @ x
         A.row_indices()
-        A._pattern.transpose()
+        A.pattern.transpose()
         (A @ A).values
     values = A.values.clone().requires_grad_()
     B = A.with_values(values)

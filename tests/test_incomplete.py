@@ -250,7 +250,7 @@ def test_fill_pattern_keeps_a_values_at_a_positions(level):
     S = sp.csr_array(S)
     S.eliminate_zeros()
     A = ls.CSRMatrix.from_scipy(S, dtype=F64)
-    fill, positions = level_of_fill(A._pattern, level)
+    fill, positions = level_of_fill(A.pattern, level)
     F = fill_pattern(A, level)
     assert F.nnz == fill.nnz and positions.shape == (A.nnz,)
     assert bool((positions[1:] > positions[:-1]).all())
@@ -273,23 +273,23 @@ def test_fill_pattern_is_differentiable():
 
 def test_level_of_fill_is_cached():
     A = poisson_2d(5, dtype=F64).A
-    first = level_of_fill(A._pattern, 1)
-    second = level_of_fill(A._pattern, 1)
+    first = level_of_fill(A.pattern, 1)
+    second = level_of_fill(A.pattern, 1)
     assert first[0] is second[0] and first[1] is second[1]
-    assert level_of_fill(A._pattern, 2)[0] is not first[0]
-    assert fill_pattern(A, 1)._pattern is first[0]
+    assert level_of_fill(A.pattern, 2)[0] is not first[0]
+    assert fill_pattern(A, 1).pattern is first[0]
 
 
 def test_level_of_fill_errors():
     A = poisson_2d(3, dtype=F64).A
     for level in (-1, True, False, 1.0, "1", None):
         with pytest.raises(ValueError, match="level: expected an integer >= 0"):
-            level_of_fill(A._pattern, level)
+            level_of_fill(A.pattern, level)
         with pytest.raises(ValueError, match="level"):
             fill_pattern(A, level)
     wide = ls.CSRMatrix.from_dense(torch.ones(2, 3, dtype=F64))
     with pytest.raises(ValueError, match="pattern: expected a square pattern"):
-        level_of_fill(wide._pattern, 0)
+        level_of_fill(wide.pattern, 0)
     with pytest.raises(ValueError, match="square"):
         fill_pattern(wide, 1)
     with pytest.raises(TypeError, match="A: expected a CSRMatrix"):
@@ -305,7 +305,7 @@ def test_fill_pattern_follows_the_device(device):
     assert F.device.type == device and F.crow_indices.device.type == device
     torch.testing.assert_close(F.to_dense().cpu(), expected.to_dense(), rtol=0, atol=0)
     torch.testing.assert_close(F.col_indices.cpu(), expected.col_indices, rtol=0, atol=0)
-    _, positions = level_of_fill(A.to(device)._pattern, 2)
+    _, positions = level_of_fill(A.to(device).pattern, 2)
     assert positions.device.type == device
 
 
@@ -1062,17 +1062,17 @@ def test_permute_is_p_a_pt_and_differentiable():
 
 def test_rcm_ordering_narrows_the_band_and_is_cached():
     A = _scattered_fem()
-    perm = ls.core.fill.ordering(A._pattern, "rcm")
-    assert ls.core.fill.ordering(A._pattern, "rcm") is perm
+    perm = ls.core.fill.ordering(A.pattern, "rcm")
+    assert ls.core.fill.ordering(A.pattern, "rcm") is perm
     assert torch.equal(perm.sort().values, torch.arange(A.shape[0]))
     B = ls.core.fill.permute(A, perm)
 
     def bandwidth(M):
         return int((M.row_indices() - M.col_indices).abs().max())
     assert bandwidth(B) < bandwidth(A) / 5
-    assert ls.core.fill.ordering(A._pattern, None) is None
+    assert ls.core.fill.ordering(A.pattern, None) is None
     with pytest.raises(ValueError, match="ordering: expected one of"):
-        ls.core.fill.ordering(A._pattern, "amd")
+        ls.core.fill.ordering(A.pattern, "amd")
 
 
 @pytest.mark.parametrize("kind", ["cholesky", "lu"])

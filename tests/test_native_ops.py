@@ -20,7 +20,7 @@ def _leaf(t):
 def test_transposed_products(case, dtype):
     S, A = make(case, dtype)
     D = dense_of(S, dtype)
-    t = A._pattern.transpose_arrays()
+    t = A.pattern.transpose_arrays()
     x = randn(A.shape[0], dtype=dtype)
     assert_close(ops.spmv(A.crow_indices, A.col_indices, A.values, x, *t, True), D.T @ x, dtype)
     for k in (3, 8, 11):  # the columns in blocks of 8 and the rest
@@ -50,7 +50,7 @@ def test_opcheck_transposed_and_value_ops():
     S, A = make("square")
     Sb, B = make("square", seed=1)
     crow, col = A.crow_indices, A.col_indices
-    t = A._pattern.transpose_arrays()
+    t = A.pattern.transpose_arrays()
     values = _leaf(A.values)
     opcheck(ops.spmv, (crow, col, values, randn(12, requires_grad=True), *t, True))
     opcheck(ops.spmm, (crow, col, values, randn(12, 2, requires_grad=True), *t, True))
@@ -58,7 +58,7 @@ def test_opcheck_transposed_and_value_ops():
     opcheck(ops.gather_scaled, (values, t[2], alpha))
     opcheck(ops.gather_scaled, (values, t[2]))
     opcheck(ops.scatter_add_scaled, (values, t[2], A.nnz, alpha))
-    union, map_a, map_b = A._pattern.union(B._pattern)
+    union, map_a, map_b = A.pattern.union(B.pattern)
     opcheck(ops.csr_add_values, (values, map_a, _leaf(B.values), map_b, union.nnz, alpha,
                                  torch.tensor(2.0, dtype=torch.float64)))
     C = A @ B
@@ -96,11 +96,11 @@ def test_int32_and_int64_columns_agree(case):
     """The products read the cached int32 copy of the columns; int64 gives the same."""
     S, A = make(case)
     crow, col64 = A.crow_indices, A.col_indices
-    col32 = A._pattern.kernel_col()
+    col32 = A.pattern.kernel_col()
     assert col32.dtype == torch.int32 and torch.equal(col32.long(), col64)
     x, X = randn(A.shape[1]), randn(A.shape[1], 3)
     g, G = randn(A.shape[0], seed=1), randn(A.shape[0], 3, seed=1)
-    t = A._pattern.transpose_arrays()
+    t = A.pattern.transpose_arrays()
     for col in (col32, col64):
         assert_close(ops.spmv(crow, col, A.values, x), dense_of(S, torch.float64) @ x,
                      torch.float64)

@@ -28,15 +28,15 @@ def test_matrix_round_trips_and_rebuilds_its_caches(round_trip):
     S, A = make("square")
     A.T, A @ A                                                     # fill the caches
     B = round_trip(A)
-    assert same_matrix(A, B) and B._pattern is not A._pattern
-    assert not B._pattern._cache                                    # caches dropped ...
+    assert same_matrix(A, B) and B.pattern is not A.pattern
+    assert not B.pattern._cache                                    # caches dropped ...
     assert same_matrix(B.T, A.T) and same_matrix(B @ B, A @ A)     # ... and rebuilt
 
 
 def test_matrices_that_share_a_pattern_share_it_after_a_pickle():
     A = ls.eye(4, dtype=torch.float64)
     B, C = pickle.loads(pickle.dumps((A, 3 * A)))
-    assert B._pattern is C._pattern and torch.equal(C.values, 3 * A.values)
+    assert B.pattern is C.pattern and torch.equal(C.values, 3 * A.values)
 
 
 def test_a_leaf_that_records_gradients_keeps_doing_so():
@@ -111,9 +111,9 @@ def test_csr_buffer_moves_with_its_module(device):
 def test_csr_buffer_caches_its_pattern_until_the_indices_change():
     holder = ls.CSRBuffer(poisson_1d(4, dtype=torch.float64).A)
     first = holder()
-    assert holder()._pattern is first._pattern
+    assert holder().pattern is first.pattern
     holder.load_state_dict(holder.state_dict())                      # copies in place
-    assert holder()._pattern is not first._pattern
+    assert holder().pattern is not first.pattern
     bad = dict(holder.state_dict())
     bad["col_indices"] = bad["col_indices"].clone()
     bad["col_indices"][0] = 99

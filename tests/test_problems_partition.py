@@ -150,7 +150,7 @@ def test_local_matrices_structure_is_computed_once_per_pattern():
     first = P.local_matrices(p.A)
     again = P.local_matrices(p.A.with_values(2 * p.A.values))
     for A1, A2 in zip(first, again):
-        assert A2._pattern is A1._pattern
+        assert A2.pattern is A1.pattern
         assert torch.equal(A2.values, 2 * A1.values)
 
 

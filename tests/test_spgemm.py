@@ -86,7 +86,7 @@ def test_symbolic_product_is_cached():
     Sa, A, Sb, B = _pair(("square", "square"))
     C1 = A @ B
     C2 = A.with_values(A.values * 2) @ B
-    assert C1._pattern is C2._pattern
+    assert C1.pattern is C2.pattern
     assert_close(C2.values, 2 * C1.values, torch.float64)
 
 

@@ -93,9 +93,9 @@ def test_transpose_is_cached_for_the_backward():
     S, A = make("square", torch.float64)
     x = randn(A.shape[1], requires_grad=True)
     (A @ x).sum().backward()
-    first = A._pattern.transpose()
+    first = A.pattern.transpose()
     (A @ x).sum().backward()
-    assert A._pattern.transpose() is first
+    assert A.pattern.transpose() is first
 
 
 @pytest.mark.parametrize("case", ["square", "wide", "empty_rows_cols", "nnz0", "1x1"])
@@ -131,7 +131,7 @@ def test_opcheck(case):
     Y = randn(A.shape[0], 2, requires_grad=True)
     crow, col = A.crow_indices, A.col_indices
     opcheck(ops.spmv, (crow, col, values, x))
-    opcheck(ops.spmv, (crow, col, values, x, *A._pattern.transpose_arrays()))
+    opcheck(ops.spmv, (crow, col, values, x, *A.pattern.transpose_arrays()))
     opcheck(ops.spmm, (crow, col, values, X))
     opcheck(ops.sampled_matmul, (crow, col, Y, X))
     opcheck(ops.transpose, (crow, col, A.shape[1]))

@@ -17,7 +17,7 @@ def test_transpose(case, dtype, device):
     assert T.shape == (A.shape[1], A.shape[0])
     assert_close(T.to_dense(), dense_of(S, dtype, device).T, dtype)
     assert torch.equal(T.T.col_indices, A.col_indices)
-    assert T.T._pattern is A._pattern  # the transpose knows its transpose
+    assert T.T.pattern is A.pattern  # the transpose knows its transpose
     check_csr_arrays(T.crow_indices, T.col_indices, T.values, T.shape)
 
 
@@ -80,9 +80,9 @@ def test_caches_make_no_reference_cycle():
     try:
         B = CSRMatrix(A.crow_indices, A.col_indices, A.values, A.shape, check=False)
         T = B.T
-        assert T.T._pattern is B._pattern
+        assert T.T.pattern is B.pattern
         C = (B @ B.T) + B.T.T
-        refs = [weakref.ref(p) for p in (B._pattern, T._pattern, C._pattern)]
+        refs = [weakref.ref(p) for p in (B.pattern, T.pattern, C.pattern)]
         del B, T, C
         assert all(r() is None for r in refs)
     finally:

@@ -142,8 +142,8 @@ def test_levels_are_a_valid_schedule_and_cached():
     S = _well_conditioned(60, 0.08, 5)
     A = ls.CSRMatrix.from_scipy(S)
     for lower in (True, False):
-        level_ptr, level_rows, diag = triangular_levels(A._pattern, lower)
-        assert triangular_levels(A._pattern, lower)[0] is level_ptr
+        level_ptr, level_rows, diag = triangular_levels(A.pattern, lower)
+        assert triangular_levels(A.pattern, lower)[0] is level_ptr
         assert sorted(level_rows.tolist()) == list(range(60))
         level = torch.empty(60, dtype=torch.long)
         for lev in range(level_ptr.numel() - 1):
@@ -163,7 +163,7 @@ def test_levels_are_a_valid_schedule_and_cached():
 def test_levels_of_poisson_are_wavefronts():
     m = 6
     A = ls.CSRMatrix.from_scipy(poisson_scipy(m))
-    level_ptr, _, _ = triangular_levels(A._pattern, True)
+    level_ptr, _, _ = triangular_levels(A.pattern, True)
     assert level_ptr.numel() - 1 == 2 * m - 1
 
 
@@ -181,7 +181,7 @@ def test_parallel_schedule_matches_serial(lower, transpose):
     S = sp.csr_array(S)
     S.sort_indices()
     A = ls.CSRMatrix.from_scipy(S)
-    level_ptr, _, _ = triangular_levels(A._pattern, lower)
+    level_ptr, _, _ = triangular_levels(A.pattern, lower)
     assert n / (level_ptr.numel() - 1) > 1000  # wide levels
     b = randn(n, 8)
     one = on_threads(1, lambda: spsolve_triangular(A, b, lower=lower, transpose=transpose))
@@ -271,11 +271,11 @@ def test_device_mismatch():
 def test_opcheck(dtype):
     A = ls.CSRMatrix.from_scipy(_well_conditioned(12, 0.3, 8), dtype=dtype)
     crow, col = A.crow_indices, A.col_indices
-    t = A._pattern.transpose_arrays()
+    t = A.pattern.transpose_arrays()
     values = A.values.clone().requires_grad_()
     opcheck(ops.sptrsv_analysis, (crow, col, True))
     for lower in (True, False):
-        levels = triangular_levels(A._pattern, lower)
+        levels = triangular_levels(A.pattern, lower)
         for transpose in (False, True):
             b = randn(12, 2, dtype=dtype, requires_grad=True)
             opcheck(ops.sptrsv, (crow, col, values, b, *levels, lower, False, *t, transpose))
@@ -296,7 +296,7 @@ def test_flags_must_be_bools(flag, value):
 def test_levels_flag_must_be_a_bool_numpy_bools_taken():
     A = ls.CSRMatrix.from_scipy(_well_conditioned(4, 0.5, 7))
     with pytest.raises(TypeError, match="lower: expected a bool, got str"):
-        triangular_levels(A._pattern, "no")
+        triangular_levels(A.pattern, "no")
     b = torch.ones(4, dtype=torch.float64)
     for lower in (True, False):
         for transpose in (True, False):

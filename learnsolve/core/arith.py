@@ -62,17 +62,17 @@ def matmul(A: CSRMatrix, other):
     if isinstance(other, CSRMatrix):
         return _spgemm(A, other)
     _check_operand(A, other, left=False)
-    transposed = A._pattern.transpose_arrays() if _needs_transpose(other) else (None,) * 3
+    transposed = A.pattern.transpose_arrays() if _needs_transpose(other) else (None,) * 3
     product = ops.spmv if other.dim() == 1 else ops.spmm
-    return product(A.crow_indices, A._pattern.kernel_col(), A.values, other, *transposed)
+    return product(A.crow_indices, A.pattern.kernel_col(), A.values, other, *transposed)
 
 
 def rmatmul(x: torch.Tensor, A: CSRMatrix) -> torch.Tensor:
     """``x @ A`` for dense x (1-D, or 2-D with rows as vectors): ``A^T`` applied
     through the cached transpose, with no copy of A's values."""
     _check_operand(A, x, left=True)
-    transposed = A._pattern.transpose_arrays()
-    col = A._pattern.kernel_col()
+    transposed = A.pattern.transpose_arrays()
+    col = A.pattern.kernel_col()
     if x.dim() == 1:
         return ops.spmv(A.crow_indices, col, A.values, x, *transposed, True)
     return ops.spmm(A.crow_indices, col, A.values, x.T, *transposed, True).T
@@ -84,10 +84,10 @@ def _spgemm(A: CSRMatrix, B: CSRMatrix) -> CSRMatrix:
                          f"shapes {A.shape} and {B.shape}")
     V.check_same_dtype("A", A.values, "B", B.values)
     V.check_same_device("A", A.values, "B", B.values)
-    pattern = A._pattern.product(B._pattern)
+    pattern = A.pattern.product(B.pattern)
     values = ops.spgemm_numeric(A.crow_indices, A.col_indices, A.values, B.crow_indices,
                                 B.col_indices, B.values, pattern.crow, pattern.col, B.shape[1])
-    return CSRMatrix._from_pattern(pattern, values)
+    return CSRMatrix.from_pattern(pattern, values)
 
 
 def _check_pair(A: CSRMatrix, B, op: str) -> None:
@@ -123,9 +123,9 @@ def add(A: CSRMatrix, B: CSRMatrix, alpha=1.0, beta=1.0) -> CSRMatrix:
     _check_pair(A, B, "add")
     alpha = _scalar_tensor(V.check_scalar(alpha, "alpha"), A.values)
     beta = _scalar_tensor(V.check_scalar(beta, "beta"), A.values)
-    pattern, map_a, map_b = A._pattern.union(B._pattern)
+    pattern, map_a, map_b = A.pattern.union(B.pattern)
     values = ops.csr_add_values(A.values, map_a, B.values, map_b, pattern.nnz, alpha, beta)
-    return CSRMatrix._from_pattern(pattern, values)
+    return CSRMatrix.from_pattern(pattern, values)
 
 
 def _scalar_tensor(alpha, like: torch.Tensor) -> torch.Tensor:
@@ -138,7 +138,7 @@ def _scalar_tensor(alpha, like: torch.Tensor) -> torch.Tensor:
 def scale(A: CSRMatrix, alpha) -> CSRMatrix:
     """``alpha * A`` (same pattern; differentiable in A and in a tensor ``alpha``)."""
     alpha = V.check_scalar(alpha, "alpha")
-    return CSRMatrix._from_pattern(A._pattern, A.values * alpha)
+    return CSRMatrix.from_pattern(A.pattern, A.values * alpha)
 
 
 def multiply(A: CSRMatrix, other) -> CSRMatrix:
@@ -153,9 +153,9 @@ def multiply(A: CSRMatrix, other) -> CSRMatrix:
     """
     if isinstance(other, CSRMatrix):
         _check_pair(A, other, "multiply")
-        pattern, index_a, index_b = A._pattern.intersection(other._pattern)
+        pattern, index_a, index_b = A.pattern.intersection(other.pattern)
         values = ops.gather_scaled(A.values, index_a) * ops.gather_scaled(other.values, index_b)
-        return CSRMatrix._from_pattern(pattern, values)
+        return CSRMatrix.from_pattern(pattern, values)
     if isinstance(other, numbers.Real) or (isinstance(other, torch.Tensor) and other.dim() == 0):
         return scale(A, other)
     raise TypeError(f"multiply: expected a number, a 0-d tensor or a CSRMatrix, got "
@@ -195,9 +195,9 @@ def sampled_matmul(A: CSRMatrix, X: torch.Tensor, Y: torch.Tensor) -> CSRMatrix:
     if X.shape[0] != A.shape[0] or Y.shape[0] != A.shape[1] or X.shape[1:] != Y.shape[1:]:
         raise ValueError(f"X, Y: expected shapes ({A.shape[0]}, k) and ({A.shape[1]}, k) for a "
                          f"{A.shape} pattern, got {tuple(X.shape)} and {tuple(Y.shape)}")
-    transposed = A._pattern.transpose_arrays() if _needs_transpose(Y) else (None,) * 3
-    values = ops.sampled_matmul(A.crow_indices, A._pattern.kernel_col(), X, Y, *transposed)
-    return CSRMatrix._from_pattern(A._pattern, values)
+    transposed = A.pattern.transpose_arrays() if _needs_transpose(Y) else (None,) * 3
+    values = ops.sampled_matmul(A.crow_indices, A.pattern.kernel_col(), X, Y, *transposed)
+    return CSRMatrix.from_pattern(A.pattern, values)
 
 
 def diagonal(A: CSRMatrix, k: int = 0) -> torch.Tensor:
@@ -220,5 +220,5 @@ def triangle(A: CSRMatrix, k: int, lower: bool) -> CSRMatrix:
         offset = A.col_indices - A.row_indices()
         return offset <= k if lower else offset >= k
 
-    pattern, index = A._pattern.select(("tril" if lower else "triu", k), keep)
-    return CSRMatrix._from_pattern(pattern, A.values[index])
+    pattern, index = A.pattern.select(("tril" if lower else "triu", k), keep)
+    return CSRMatrix.from_pattern(pattern, A.values[index])

@@ -58,7 +58,7 @@ def from_coo(row: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
     key, inverse = torch.unique(row * n + col, sorted=True, return_inverse=True)
     summed = values.new_zeros(key.shape[0]).index_add(0, inverse, values)
     crow = _crow_from_rows(key // n if n else key, m)
-    return CSRMatrix._from_pattern(Pattern(crow, key % n if n else key, (m, n)), summed)
+    return CSRMatrix.from_pattern(Pattern(crow, key % n if n else key, (m, n)), summed)
 
 
 def from_dense(dense: torch.Tensor) -> CSRMatrix:
@@ -77,7 +77,7 @@ def from_dense(dense: torch.Tensor) -> CSRMatrix:
         raise TypeError(f"dense: expected dtype float32 or float64, got {dense.dtype}")
     row, col = torch.nonzero(dense, as_tuple=True)
     pattern = Pattern(_crow_from_rows(row, dense.shape[0]), col, tuple(dense.shape))
-    return CSRMatrix._from_pattern(pattern, dense[row, col])
+    return CSRMatrix.from_pattern(pattern, dense[row, col])
 
 
 def from_scipy(matrix, *, dtype: torch.dtype | None = None, device=None) -> CSRMatrix:
@@ -139,7 +139,7 @@ def from_scipy(matrix, *, dtype: torch.dtype | None = None, device=None) -> CSRM
         canonical = V.check_csr_arrays(crow, col, None, shape, canonical=False,
                                        names=("matrix.indptr", "matrix.indices"))
         if matrix.format == "csr" and canonical:
-            return CSRMatrix._from_pattern(Pattern(crow, col, (m, n)),
+            return CSRMatrix.from_pattern(Pattern(crow, col, (m, n)),
                                            tensor(matrix.data, values_type).to(dtype))
     elif matrix.format == "coo":
         for name, index, size in (("matrix.row", matrix.row, m), ("matrix.col", matrix.col, n)):
@@ -149,7 +149,7 @@ def from_scipy(matrix, *, dtype: torch.dtype | None = None, device=None) -> CSRM
     if matrix.format == "csr":
         csr.has_canonical_format = False  # found not to be: a flag kept from before an edit lies
     csr.sum_duplicates()
-    return CSRMatrix._from_pattern(Pattern(tensor(csr.indptr), tensor(csr.indices), (m, n)),
+    return CSRMatrix.from_pattern(Pattern(tensor(csr.indptr), tensor(csr.indices), (m, n)),
                                    tensor(csr.data, values_type).to(dtype))
 
 
@@ -169,7 +169,7 @@ def from_torch(tensor: torch.Tensor) -> CSRMatrix:
         values = tensor.values()
         if V.check_csr_arrays(crow, col, values, shape, canonical=False,
                               names=("tensor.crow_indices()", "tensor.col_indices()")):
-            return CSRMatrix._from_pattern(Pattern(crow, col, shape), values)
+            return CSRMatrix.from_pattern(Pattern(crow, col, shape), values)
         row = torch.repeat_interleave(torch.arange(shape[0], device=crow.device), crow.diff(),
                                       output_size=col.shape[0])
         return from_coo(row, col, values, shape)
@@ -208,7 +208,7 @@ def eye(n: int, m: int | None = None, *, dtype: torch.dtype | None = None,
     index = torch.arange(k, device=device)
     crow = torch.cat([index, torch.full((n + 1 - k,), k, device=device)])
     values = torch.ones(k, dtype=_factory_dtype(dtype), device=device)
-    return CSRMatrix._from_pattern(Pattern(crow, index, (n, m)), values)
+    return CSRMatrix.from_pattern(Pattern(crow, index, (n, m)), values)
 
 
 def diag(v: torch.Tensor, k: int = 0) -> CSRMatrix:
@@ -228,7 +228,7 @@ def diag(v: torch.Tensor, k: int = 0) -> CSRMatrix:
     index = torch.arange(v.shape[0], device=v.device)
     rows, cols = (index, index + k) if k >= 0 else (index - k, index)
     crow = _crow_from_rows(rows, n)
-    return CSRMatrix._from_pattern(Pattern(crow, cols, (n, n)), v)
+    return CSRMatrix.from_pattern(Pattern(crow, cols, (n, n)), v)
 
 
 def diags(diagonals, offsets: int | Sequence[int] = 0, shape: tuple[int, int] | None = None, *,
@@ -322,7 +322,7 @@ def kron(A: CSRMatrix, B: CSRMatrix) -> CSRMatrix:
     pb = B.crow_indices[k] + local % count_b[k]
     col = A.col_indices[pa] * nb + B.col_indices[pb]
     pattern = Pattern(crow, col, (ma * mb, na * nb))
-    return CSRMatrix._from_pattern(pattern, A.values[pa] * B.values[pb])
+    return CSRMatrix.from_pattern(pattern, A.values[pa] * B.values[pb])
 
 
 def block_diag(matrices: Sequence[CSRMatrix]) -> CSRMatrix:
@@ -363,4 +363,4 @@ def block_diag(matrices: Sequence[CSRMatrix]) -> CSRMatrix:
         col_shift, nnzs.to(device), output_size=int(nnzs.sum()))
     values = torch.cat([A.values for A in matrices])
     shape = (int(rows.sum()), int(cols.sum()))
-    return CSRMatrix._from_pattern(Pattern(crow, col, shape), values)
+    return CSRMatrix.from_pattern(Pattern(crow, col, shape), values)

@@ -78,14 +78,40 @@ class CSRMatrix:
     def __reduce__(self):
         # The pattern pickles without its caches; matrices that share a
         # pattern share it again after a pickle or deep copy of both.
-        return (CSRMatrix._from_pattern, (self._pattern, self.values))
+        return (CSRMatrix.from_pattern, (self._pattern, self.values))
 
     @classmethod
-    def _from_pattern(cls, pattern: Pattern, values: torch.Tensor) -> "CSRMatrix":
+    def from_pattern(cls, pattern: Pattern, values: torch.Tensor) -> "CSRMatrix":
+        """The matrix with structure ``pattern`` (shared, with its caches) and
+        ``values`` (one per stored entry, on the pattern's device), without
+        re-checking the structure: how a new matrix on a known pattern is made.
+
+        Examples
+        --------
+        >>> import torch, learnsolve
+        >>> A = learnsolve.CSRMatrix.from_dense(torch.eye(2))
+        >>> B = learnsolve.CSRMatrix.from_pattern(A.pattern, torch.tensor([2.0, 3.0]))
+        >>> B.pattern is A.pattern, B.to_dense().diagonal().tolist()
+        (True, [2.0, 3.0])
+        """
+        if not isinstance(values, torch.Tensor) or values.shape != (pattern.nnz,):
+            got = tuple(values.shape) if isinstance(values, torch.Tensor) else \
+                type(values).__name__
+            raise ValueError(f"values: expected a tensor of shape ({pattern.nnz},) (one per "
+                             f"stored entry), got {got}")
+        if values.device != pattern.device:
+            raise ValueError(f"values: expected device {pattern.device} (the pattern's), got "
+                             f"{values.device}")
         self = cls.__new__(cls)
         self._pattern = pattern
         self.values = values
         return self
+
+    @property
+    def pattern(self) -> Pattern:
+        """The structure (row pointers, column indices, shape) and what is cached on
+        it; shared by every matrix made from this one's structure."""
+        return self._pattern
 
     # ------------------------------------------------------------------ properties
     @property
@@ -144,15 +170,15 @@ class CSRMatrix:
             raise ValueError(f"values: expected length {self.nnz} (the matrix's nnz), "
                              f"got {values.shape[0]}")
         V.check_same_device("the matrix", self.values, "values", values)
-        return CSRMatrix._from_pattern(self._pattern, values)
+        return CSRMatrix.from_pattern(self._pattern, values)
 
     def detach(self) -> "CSRMatrix":
-        return CSRMatrix._from_pattern(self._pattern, self.values.detach())
+        return CSRMatrix.from_pattern(self._pattern, self.values.detach())
 
     def clone(self) -> "CSRMatrix":
         """A copy with its own index arrays and values (differentiable in the values)."""
         pattern = Pattern(self.crow_indices.clone(), self.col_indices.clone(), self.shape)
-        return CSRMatrix._from_pattern(pattern, self.values.clone())
+        return CSRMatrix.from_pattern(pattern, self.values.clone())
 
     def to(self, *args, **kwargs) -> "CSRMatrix":
         """Move to a device and/or convert the values' dtype, as ``Tensor.to``.
@@ -178,7 +204,7 @@ class CSRMatrix:
             raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
         values = self.values.to(device=device, dtype=dtype)
         pattern = self._pattern.to(values.device)
-        return CSRMatrix._from_pattern(pattern, values)
+        return CSRMatrix.from_pattern(pattern, values)
 
     def cpu(self) -> "CSRMatrix":
         return self.to("cpu")
@@ -264,12 +290,12 @@ class CSRMatrix:
         return scale(self, 1.0 / alpha)
 
     def __neg__(self):
-        return CSRMatrix._from_pattern(self._pattern, -self.values)
+        return CSRMatrix.from_pattern(self._pattern, -self.values)
 
     def transpose(self) -> "CSRMatrix":
         """A^T; its pattern is cached, so the values are one gather (differentiable)."""
         pattern, perm = self._pattern.transpose()
-        return CSRMatrix._from_pattern(pattern, ops.gather_scaled(self.values, perm))
+        return CSRMatrix.from_pattern(pattern, ops.gather_scaled(self.values, perm))
 
     @property
     def T(self) -> "CSRMatrix":

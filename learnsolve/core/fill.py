@@ -2,57 +2,21 @@
 and IC(k), and the reordering of a matrix's unknowns (reverse Cuthill-McKee)."""
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import scipy.sparse as sp
 import torch
-from scipy.sparse.csgraph import reverse_cuthill_mckee
 
-from ._ops import ops
 from .csr import CSRMatrix
-from .pattern import Pattern
+from .pattern import ORDERINGS, Pattern
 
 __all__ = ["ORDERINGS", "check_ordering", "fill_pattern", "level_of_fill", "ordering", "permute"]
 
-#: The orderings :func:`ordering` computes: None keeps the unknowns as they are.
-ORDERINGS = (None, "rcm")
-
-
-def _check_level(level) -> int:
-    if isinstance(level, bool) or not isinstance(level, numbers.Integral) or level < 0:
-        raise ValueError(f"level: expected an integer >= 0, got {level!r}")
-    return int(level)
-
 
 def level_of_fill(pattern: Pattern, level: int) -> tuple[Pattern, torch.Tensor]:
-    """``(fill, positions)``: the pattern of an ILU(``level``) factorisation of a
-    square ``pattern`` and the position in it of each stored entry of
-    ``pattern``; computed once and cached on ``pattern``.
-
-    The symbolic phase of ILU(k) (Saad, *Iterative Methods for Sparse Linear
-    Systems*, 2nd ed., section 10.3.3): an entry of the matrix has level 0,
-    eliminating row ``k`` from row ``i`` gives ``(i, j)`` the level
-    ``lev(i, k) + lev(k, j) + 1`` (the smallest over the ``k`` that reach
-    it), and the entries of level ``<= level`` are kept. ``level=0`` is the
-    pattern itself; the diagonal is always included. Computed on the CPU
-    (``learnsolve::iluk_symbolic``, row by row) and moved to the pattern's
-    device. The lower triangle of the result is the pattern of IC(``level``)
-    for a structurally symmetric ``pattern``.
-    """
-    level = _check_level(level)
-    n, m = pattern.shape
-    if n != m:
-        raise ValueError(f"pattern: expected a square pattern, got shape {pattern.shape}")
-
-    def compute():
-        crow, col = ops.iluk_symbolic(pattern.crow.cpu(), pattern.col.cpu(), level)
-        crow, col = crow.to(pattern.device), col.to(pattern.device)
-        # The fill pattern contains the pattern: their union is the fill pattern,
-        # and the merge's map of the first operand gives the positions.
-        _, _, positions, _ = ops.csr_merge(pattern.crow, pattern.col, crow, col, False)
-        return Pattern(crow, col, pattern.shape), positions
-    return pattern.cached(("level_of_fill", level), compute)
+    """``(fill, positions)``: the ILU(``level``) pattern of a square ``pattern``
+    and the position in it of each stored entry (:meth:`Pattern.level_of_fill`,
+    which says how it is computed; cached on ``pattern``)."""
+    return pattern.level_of_fill(level)
 
 
 def fill_pattern(A: CSRMatrix, level: int) -> CSRMatrix:
@@ -84,9 +48,9 @@ def fill_pattern(A: CSRMatrix, level: int) -> CSRMatrix:
     """
     if not isinstance(A, CSRMatrix):
         raise TypeError(f"A: expected a CSRMatrix, got {type(A).__name__}")
-    fill, positions = level_of_fill(A._pattern, level)
+    fill, positions = level_of_fill(A.pattern, level)
     values = A.values.new_zeros(fill.nnz).index_put((positions,), A.values)
-    return CSRMatrix._from_pattern(fill, values)
+    return CSRMatrix.from_pattern(fill, values)
 
 
 def check_ordering(method) -> None:
@@ -98,29 +62,9 @@ def check_ordering(method) -> None:
 
 def ordering(pattern: Pattern, method: str | None) -> torch.Tensor | None:
     """The permutation ``perm`` (new position -> old index) of a square pattern's
-    unknowns by ``method``, computed once and cached on the pattern; None for
-    ``method=None``.
-
-    ``"rcm"``: reverse Cuthill-McKee (scipy's, on the pattern of ``A + A^T``),
-    which gathers the entries near the diagonal. An incomplete factorisation
-    depends on the order of the unknowns; that of a mesh generator can scatter
-    neighbours far apart (the P1 matrix of an L-shaped mesh of 5,000 nodes
-    has a bandwidth of 5,000, 89 after RCM), and IC(0) in such an order is a
-    weaker preconditioner.
-    """
-    check_ordering(method)
-    if method is None:
-        return None
-    n, m = pattern.shape
-    if n != m:
-        raise ValueError(f"pattern: expected a square pattern, got shape {pattern.shape}")
-
-    def compute():
-        graph = sp.csr_matrix((np.ones(pattern.nnz), pattern.col.cpu().numpy(),
-                               pattern.crow.cpu().numpy()), shape=pattern.shape)
-        perm = reverse_cuthill_mckee(graph, symmetric_mode=False)
-        return torch.from_numpy(perm.astype(np.int64)).to(pattern.device)
-    return pattern.cached(("ordering", method), compute)
+    unknowns by ``method`` (:meth:`Pattern.ordering`, which says what each
+    ordering does; cached on ``pattern``); None for ``method=None``."""
+    return pattern.ordering(method)
 
 
 def permute(A: CSRMatrix, perm: torch.Tensor) -> CSRMatrix:
@@ -155,4 +99,4 @@ def permute(A: CSRMatrix, perm: torch.Tensor) -> CSRMatrix:
     pattern = Pattern(torch.from_numpy(permuted.indptr.astype(np.int64)).to(device),
                       torch.from_numpy(permuted.indices.astype(np.int64)).to(device), A.shape)
     source = torch.from_numpy(permuted.data.astype(np.int64) - 1).to(device)
-    return CSRMatrix._from_pattern(pattern, A.values[source])
+    return CSRMatrix.from_pattern(pattern, A.values[source])

@@ -66,7 +66,7 @@ class CSRBuffer(nn.Module):
         else:
             self.register_buffer("values", values)
         self.shape = A.shape
-        self._pattern = MatrixCache()
+        self._structure = MatrixCache()
 
     @property
     def matrix(self) -> CSRMatrix:
@@ -78,12 +78,12 @@ class CSRBuffer(nn.Module):
 
     def with_values(self, values: torch.Tensor) -> CSRMatrix:
         """The held pattern with other values (as :meth:`CSRMatrix.with_values`)."""
-        return CSRMatrix._from_pattern(self.pattern(), V.check_values(values))
+        return CSRMatrix.from_pattern(self.pattern(), V.check_values(values))
 
     def pattern(self) -> Pattern:
         """The pattern of the index buffers, rebuilt only when they were replaced or
         changed in place (a load checks them again, as the constructor does)."""
-        return self._pattern.get((self.crow_indices, self.col_indices), lambda: Pattern.checked(
+        return self._structure.get((self.crow_indices, self.col_indices), lambda: Pattern.checked(
             self.crow_indices, self.col_indices, self.shape))
 
     def extra_repr(self) -> str:

@@ -150,3 +150,20 @@ def check_scalar(alpha, name: str = "alpha"):
     if isinstance(alpha, numbers.Real):
         return float(alpha)
     raise TypeError(f"{name}: expected a real number or a 0-d tensor, got {type(alpha).__name__}")
+
+
+def check_dtype(dtype) -> torch.dtype:
+    """The floating dtype of a generated problem (default: torch's default dtype)."""
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    return dtype
+
+
+def check_count(n, name: str, minimum: int = 1) -> int:
+    """An integer >= minimum (bools refused)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {type(n).__name__}")
+    if n < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {n}")
+    return int(n)

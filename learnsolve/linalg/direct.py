@@ -61,7 +61,7 @@ class SparseLU:
         self.matrix = A
         n = A.shape[0]
         crow = A.crow_indices.cpu().to(torch.int32).numpy()
-        col = A._pattern.kernel_col().cpu().numpy()
+        col = A.pattern.kernel_col().cpu().numpy()
         transposed = scipy.sparse.csc_array((values.cpu().numpy(), col, crow), shape=(n, n))
         try:
             self._lu = scipy.sparse.linalg.splu(transposed, permc_spec=permc_spec)
@@ -173,7 +173,7 @@ class _FactorSolve(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             # -(w x^T) ⊙ mask(A), or -(x w^T): the sign on the shorter vector.
             rows, cols = (x, -w) if trans else (-w, x)
-            pattern = lu.matrix._pattern
+            pattern = lu.matrix.pattern
             grad_values = ops.sampled_matmul(pattern.crow, pattern.kernel_col(), rows, cols)
         return grad_values, w, None, None
 

@@ -13,16 +13,10 @@ __all__ = ["spsolve_triangular", "triangular_levels"]
 
 
 def triangular_levels(pattern: Pattern, lower: bool):
-    """``(level_ptr, level_rows, diag)`` of the lower (upper) triangle of a
-    square pattern, computed once and cached on the pattern.
-
-    Rows of one level depend only on rows of earlier levels; ``diag`` holds
-    the position of each row's diagonal entry, or -1 where none is stored.
-    The transposed solve walks the same levels backwards.
-    """
-    lower = check_bool(lower, "lower")
-    return pattern.cached(("triangular_levels", lower),
-                          lambda: ops.sptrsv_analysis(pattern.crow, pattern.col, lower))
+    """``(level_ptr, level_rows, diag)`` of the lower (upper) triangle of a square
+    pattern: :meth:`Pattern.triangular_levels <learnsolve.core.pattern.Pattern.triangular_levels>`
+    (computed once, cached on the pattern)."""
+    return pattern.triangular_levels(check_bool(lower, "lower"))
 
 
 def spsolve_triangular(A: CSRMatrix, b: torch.Tensor, lower: bool = True,
@@ -88,7 +82,7 @@ def spsolve_triangular(A: CSRMatrix, b: torch.Tensor, lower: bool = True,
     lower = check_bool(lower, "lower")
     unit_diagonal = check_bool(unit_diagonal, "unit_diagonal")
     transpose = check_bool(transpose, "transpose")
-    pattern = A._pattern
+    pattern = A.pattern
     levels = triangular_levels(pattern, lower)
     needs_transpose = transpose or (torch.is_grad_enabled()
                                     and (A.values.requires_grad or b.requires_grad))

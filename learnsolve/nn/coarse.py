@@ -31,7 +31,7 @@ from torch import nn
 
 from ..core.csr import CSRMatrix
 from ..problems.decomposition import Partition
-from ..problems.problem import check_count
+from ..core.validation import check_count
 from ..solvers.coarse import Linear
 from .interface import MessagePassing, _graph, _mlp, scaled_matrix
 
@@ -95,7 +95,7 @@ class CoarseNet(Linear):
         if coordinates.shape[1] != self.dimensions:
             raise ValueError(f"coordinates: expected {self.dimensions}-D coordinates (this "
                              f"CoarseNet's dimensions), got {coordinates.shape[1]}-D")
-        row, inverse_degree, _ = _graph(A._pattern)
+        row, inverse_degree, _ = _graph(A.pattern)
         col = A.col_indices
         S, row_sum = scaled_matrix(A, row, dtype)
         membership = partition.membership.to(A.device)

@@ -70,27 +70,20 @@ def _check_self_loops(self_loops: str, fill_value) -> float:
 
 
 def _diagonal_structure(pattern: Pattern) -> tuple[Pattern, torch.Tensor]:
-    """``(pattern of the n x n diagonal, whether A stores (i, i) for each i)``, cached.
+    """``(pattern of the n x n diagonal, whether A stores (i, i) for each i)``, from
+    the pattern's cache.
 
-    The diagonal pattern is kept alive by this cache entry, so the core's cached
-    union of A's pattern with it (``Pattern.union``) lives as long as A's pattern.
-    The union, its row index and the column copy the product kernels read are
-    made here too, outside inference mode: index tensors cached while inference
+    The union of A's pattern with the diagonal's (``Pattern.union``, cached on
+    the pair), its row index and the column copy the product kernels read are
+    made here, outside inference mode: index tensors cached while inference
     mode is on would be inference tensors, which a later backward cannot save.
     """
-    def compute():
-        with torch.inference_mode(False):
-            n = pattern.shape[0]
-            index = torch.arange(n, device=pattern.device)
-            diagonal = Pattern(torch.arange(n + 1, device=pattern.device), index, (n, n))
-            row = pattern.row()
-            stored = torch.zeros(n, dtype=torch.bool, device=pattern.device)
-            stored[row[pattern.col == row]] = True
-            union, _, _ = pattern.union(diagonal)
-            union.row()
-            union.kernel_col()
-        return diagonal, stored
-    return pattern.cached("gcn_diagonal", compute)
+    with torch.inference_mode(False):
+        diagonal = pattern.diagonal()
+        union, _, _ = pattern.union(diagonal)
+        union.row()
+        union.kernel_col()
+        return diagonal, pattern.diagonal_positions() >= 0
 
 
 def _row_index(pattern: Pattern) -> torch.Tensor:
@@ -103,7 +96,7 @@ def _with_self_loops(adjacency: CSRMatrix, self_loops: str, fill_value: float) -
     """``Ã``: the adjacency plus ``fill_value`` on the diagonal, where ``self_loops`` says."""
     if self_loops == "none":
         return adjacency
-    diagonal, stored = _diagonal_structure(adjacency._pattern)
+    diagonal, stored = _diagonal_structure(adjacency.pattern)
     values = adjacency.values
     if self_loops == "add":
         loops = torch.full((adjacency.shape[0],), fill_value, dtype=values.dtype,
@@ -111,7 +104,7 @@ def _with_self_loops(adjacency: CSRMatrix, self_loops: str, fill_value: float) -
     else:  # "remaining": only where A stores no diagonal entry
         loops = (~stored).to(values.dtype) * fill_value
     # the union pattern and both merge maps are cached by the core on the pair of patterns
-    return add(adjacency, CSRMatrix._from_pattern(diagonal, loops))
+    return add(adjacency, CSRMatrix.from_pattern(diagonal, loops))
 
 
 def _normalise(adjacency: CSRMatrix, self_loops: str, fill_value: float) -> CSRMatrix:
@@ -127,10 +120,10 @@ def _normalise(adjacency: CSRMatrix, self_loops: str, fill_value: float) -> CSRM
     # the unused branch finite, so no NaN reaches the gradient
     scale = torch.where(positive, degree.clamp_min(torch.finfo(degree.dtype).tiny).rsqrt(),
                         torch.zeros((), dtype=degree.dtype, device=degree.device))
-    pattern = tilde._pattern
+    pattern = tilde.pattern
     values = (ops.gather_scaled(scale, _row_index(pattern)) * tilde.values
               * ops.gather_scaled(scale, pattern.col))
-    return CSRMatrix._from_pattern(pattern, values)
+    return CSRMatrix.from_pattern(pattern, values)
 
 
 def gcn_norm(adjacency: CSRMatrix, *, self_loops: str = "remaining",
@@ -207,7 +200,7 @@ def gcn_norm(adjacency: CSRMatrix, *, self_loops: str = "remaining",
     if values.is_inference():  # no version counter to key a cache entry on
         with torch.no_grad():
             return _normalise(adjacency, self_loops, fill_value)
-    entries = _NORMALISED.setdefault(adjacency._pattern, {})
+    entries = _NORMALISED.setdefault(adjacency.pattern, {})
     key = (self_loops, fill_value)
     entry = entries.get(key)
     if (entry is not None and entry[0]() is values and entry[1] == values._version

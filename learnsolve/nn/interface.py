@@ -49,7 +49,7 @@ from torch.nn import functional as F
 
 from ..core.csr import CSRMatrix
 from ..core.pattern import Pattern
-from ..problems.problem import check_count
+from ..core.validation import check_count
 from ..solvers.factor import diagonal_positions
 
 __all__ = ["InterfaceNet", "MessagePassing"]
@@ -69,11 +69,8 @@ def _graph(pattern: Pattern):
     def compute():
         row = pattern.row()
         degree = pattern.crow.diff().clamp(min=1)
-        transposed, perm = pattern.transpose()
-        symmetric = transposed is pattern or (
-            torch.equal(transposed.crow, pattern.crow) and torch.equal(transposed.col,
-                                                                       pattern.col))
-        return row, 1.0 / degree, perm if symmetric else None
+        _, perm = pattern.transpose()
+        return row, 1.0 / degree, perm if pattern.is_symmetric() else None
     return pattern.cached("interface_graph", compute)
 
 
@@ -88,8 +85,8 @@ def scaled_matrix(A: CSRMatrix, row: torch.Tensor, dtype: torch.dtype
     if bool((diagonal <= 0).any()):
         raise ValueError("A: expected a positive diagonal (the features scale by it)")
     scaled = values / torch.sqrt(diagonal[row] * diagonal[A.col_indices])
-    row_sum = CSRMatrix._from_pattern(A._pattern, values).row_sum() / diagonal
-    return CSRMatrix._from_pattern(A._pattern, scaled), row_sum
+    row_sum = CSRMatrix.from_pattern(A.pattern, values).row_sum() / diagonal
+    return CSRMatrix.from_pattern(A.pattern, scaled), row_sum
 
 
 class MessagePassing(nn.Module):
@@ -208,7 +205,7 @@ class InterfaceNet(nn.Module):
             if value.shape != (A.shape[0],):
                 raise ValueError(f"{name}: expected shape ({A.shape[0]},), got "
                                  f"{tuple(value.shape)}")
-        row, inverse_degree, perm = _graph(A._pattern)
+        row, inverse_degree, perm = _graph(A.pattern)
         nodes, edges, S = self._features(A, coordinates, d, coupling, row)
         h, e = self.encode_node(nodes), self.encode_edge(edges)
         inverse_degree = inverse_degree.to(h.dtype)

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from .diffusion import grid_problem
-from .problem import Problem, check_count, check_dtype
+from ..core.validation import check_count, check_dtype
+from .problem import Problem
 
 __all__ = ["convection_diffusion_2d", "recirculating_wind"]
 

@@ -32,8 +32,7 @@ frontier's rows), so the work per layer is that of the frontier's edges.
 from __future__ import annotations
 
 import dataclasses
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,7 +41,8 @@ from scipy.sparse import csgraph
 
 from ..core.csr import CSRMatrix
 from ..core.pattern import Pattern
-from .problem import Problem, check_count
+from ..core.validation import check_count
+from .problem import Problem
 
 __all__ = ["Partition", "LocalStructure", "partition", "adjacency"]
 
@@ -227,14 +227,6 @@ class Partition:
     boundary: list
     distance: list
     overlap: int
-    # pattern of A -> what local_matrices(A) needs, kept while that pattern lives
-    _local_structure: weakref.WeakKeyDictionary = field(
-        default_factory=weakref.WeakKeyDictionary, init=False, repr=False)
-
-    def __reduce__(self):
-        # Pickled (and deep-copied) without the cache of local structures.
-        return (Partition, (self.membership, self.parts, self.overlapped, self.core_mask,
-                            self.boundary, self.distance, self.overlap))
 
     @property
     def num_parts(self) -> int:
@@ -298,21 +290,18 @@ class Partition:
         """
         structure = self.local_structure(A)
         values = torch.split(A.values[structure.positions], structure.counts)
-        return [CSRMatrix._from_pattern(pattern, v)
+        return [CSRMatrix.from_pattern(pattern, v)
                 for pattern, v in zip(structure.patterns, values)]
 
     def local_structure(self, A: CSRMatrix) -> "LocalStructure":
         """Where the local matrices ``A_i`` lie in ``A`` (see :class:`LocalStructure`),
-        computed once per pattern of ``A`` and cached on the partition."""
+        computed once per pattern of ``A`` and partition (cached on the pattern)."""
         if not isinstance(A, CSRMatrix):
             raise TypeError(f"A: expected a CSRMatrix, got {type(A).__name__}")
         if A.shape != (self.num_nodes, self.num_nodes):
             raise ValueError(f"A: expected shape {(self.num_nodes, self.num_nodes)}, got "
                              f"{A.shape}")
-        structure = self._local_structure.get(A._pattern)
-        if structure is None:
-            structure = self._local_structure[A._pattern] = _local_structure(self, A)
-        return structure
+        return A.pattern.cached_with(self, "local_structure", lambda: _local_structure(self, A))
 
     def to(self, device) -> "Partition":
         """A copy with its tensors on ``device`` (``self`` if they are there already)."""

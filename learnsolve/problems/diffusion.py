@@ -22,7 +22,8 @@ import torch
 from ..core.construct import from_coo
 from .fem import evaluate, _check_positive
 from .poisson import grid_boundary, grid_coordinates
-from .problem import Problem, check_count, check_dtype
+from ..core.validation import check_count, check_dtype
+from .problem import Problem
 
 __all__ = ["diffusion_2d", "edge_coefficients", "LognormalCoefficient", "JumpCoefficient",
            "lognormal_coefficient", "jump_coefficient"]

@@ -22,7 +22,8 @@ import torch
 
 from ..core.csr import CSRMatrix
 from .mesh import Mesh
-from .problem import Problem, as_tensor, check_dtype
+from ..core.validation import check_dtype
+from .problem import Problem, as_tensor
 
 __all__ = ["element_coefficient", "stiffness_matrix", "load_vector", "lumped_mass",
            "fem_problem", "discretisation_error"]

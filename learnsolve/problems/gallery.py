@@ -15,7 +15,8 @@ import torch
 from ..core.csr import CSRMatrix
 from .mesh import Mesh
 from .poisson import grid_boundary, grid_coordinates
-from .problem import Problem, check_count, check_dtype
+from ..core.validation import check_count, check_dtype
+from .problem import Problem
 
 __all__ = ["EXAMPLES", "load_example", "stencil_problem", "anisotropic_diffusion"]
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 
 from ..core.construct import diags, eye, kron
-from .problem import Problem, check_count, check_dtype
+from ..core.validation import check_count, check_dtype
+from .problem import Problem
 
 __all__ = ["poisson_1d", "poisson_2d", "grid_coordinates", "grid_boundary"]
 

@@ -11,26 +11,10 @@ import numpy as np
 import torch
 
 from ..core import validation as V
+from ..core.validation import check_count
 from ..core.csr import CSRMatrix
 
 __all__ = ["Problem", "ProblemSet"]
-
-
-def check_dtype(dtype) -> torch.dtype:
-    """The floating dtype of a generated problem (default: torch's default dtype)."""
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    if dtype not in V.FLOAT_DTYPES:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
-    return dtype
-
-
-def check_count(n, name: str, minimum: int = 1) -> int:
-    """An integer >= minimum (bools refused)."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer, got {type(n).__name__}")
-    if n < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {n}")
-    return int(n)
 
 
 def as_tensor(x, dtype: torch.dtype, device=None) -> torch.Tensor:

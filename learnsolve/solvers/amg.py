@@ -131,7 +131,7 @@ class AMG(Preconditioner):
             finally:
                 np.random.set_state(state)
             return _Cycle(hierarchy, self.cycle)
-        return self._cycle.get((A._pattern, A.values), build)
+        return self._cycle.get((A.pattern, A.values), build)
 
     def setup(self, A: CSRMatrix) -> Apply:
         """``r -> M r`` for ``r`` of shape ``(n,)`` or ``(n, k)`` in ``A``'s dtype and

@@ -101,7 +101,7 @@ def _check_spd_once(A: CSRMatrix) -> None:
     """:func:`check_spd`, skipped for a matrix that passed it with the same pattern
     and values (the same tensor, not changed in place since): a training loop
     solves with the same A at every step. The record is one slot on the pattern."""
-    A._pattern.cached("check_spd", MatrixCache).get((A.values,), lambda: check_spd(A))
+    A.pattern.cached("check_spd", MatrixCache).get((A.values,), lambda: check_spd(A))
 
 
 def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -108,7 +108,7 @@ class CoarseSpace(nn.Module):
     def indicators(self, A: CSRMatrix, partition: Partition) -> CSRMatrix:
         """The indicator of each subdomain's core, in ``A``'s dtype and on its device."""
         pattern = indicator_pattern(partition, A.device)
-        return CSRMatrix._from_pattern(pattern, A.values.new_ones(pattern.nnz).detach())
+        return CSRMatrix.from_pattern(pattern, A.values.new_ones(pattern.nnz).detach())
 
     def extra_repr(self) -> str:
         if not self.omega.numel():

@@ -32,15 +32,12 @@ def check_operator_matrix(module: nn.Module, A, shape: tuple[int, int], like: to
 
 
 def diagonal_positions(A: CSRMatrix, name: str) -> torch.Tensor:
-    """The position of each row's stored diagonal entry; ValueError naming the
-    first row that stores none."""
-    n = A.shape[0]
-    row = A.row_indices()
-    on_diagonal = torch.nonzero(A.col_indices == row).flatten()
-    position = torch.full((n,), -1, dtype=torch.long, device=A.device)
-    position[row[on_diagonal]] = on_diagonal
-    missing = torch.nonzero(position < 0)
-    if missing.numel():
+    """The position of each row's stored diagonal entry (cached on the pattern:
+    :meth:`~learnsolve.core.pattern.Pattern.diagonal_positions`); ValueError naming
+    the first row that stores none."""
+    position = A.pattern.diagonal_positions()
+    if not A.pattern.stores_diagonal():
+        missing = torch.nonzero(position < 0)
         raise ValueError(f"{name}: expected a stored diagonal entry in every row, row "
                          f"{int(missing[0, 0])} has none")
     return position
@@ -88,19 +85,19 @@ class SparseParameter(Preconditioner):
         self.register_buffer("col_indices", pattern.col_indices.clone())
         self.shape = pattern.shape
         self.values = nn.Parameter(values)
-        self._pattern = MatrixCache()
+        self._structure = MatrixCache()
 
     def sparse(self, values: torch.Tensor | None = None) -> CSRMatrix:
         """The matrix with the learned values (or ``values``), differentiable."""
-        pattern = self._pattern.get(
+        pattern = self._structure.get(
             (self.crow_indices, self.col_indices),
             lambda: Pattern.checked(self.crow_indices, self.col_indices, self.shape))
-        return CSRMatrix._from_pattern(pattern, self.values if values is None else values)
+        return CSRMatrix.from_pattern(pattern, self.values if values is None else values)
 
     def _diagonal(self) -> torch.Tensor:
         """The positions of the diagonal entries among the values (cached on the pattern)."""
         M = self.sparse()
-        return M._pattern.cached("diagonal_positions", lambda: diagonal_positions(M, "pattern"))
+        return diagonal_positions(M, "pattern")
 
     def check_matrix(self, A) -> CSRMatrix:
         """``A`` after checking its shape and device against the module's."""

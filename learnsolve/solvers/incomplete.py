@@ -18,7 +18,7 @@ import torch
 from ..core._ops import ops
 from ..core.csr import CSRMatrix
 from ..core.fill import check_ordering, fill_pattern, ordering as reorder, permute
-from ..problems.problem import check_count
+from ..core.validation import check_count
 from ..linalg._checks import check_rhs, check_square
 from ..linalg.triangular import spsolve_triangular
 from .base import Apply, MatrixCache, Preconditioner, matrix_of
@@ -190,7 +190,7 @@ def incomplete_lu(A: CSRMatrix, fill: int = 0, *, shift: bool = True,
 
 def _reordered(A: CSRMatrix, ordering: str | None) -> tuple[CSRMatrix, torch.Tensor | None]:
     """``(P A P^T, perm)`` for an ordering, ``(A, None)`` without."""
-    perm = reorder(A._pattern, ordering)
+    perm = reorder(A.pattern, ordering)
     return (A, None) if perm is None else (permute(A, perm), perm)
 
 
@@ -257,7 +257,7 @@ class _Classical(Preconditioner):
         values tensor or their contents change)."""
         A = check_square(A)
         compute = incomplete_cholesky if self.kind == "cholesky" else incomplete_lu
-        return self._factorization.get((A._pattern, A.values), lambda: compute(
+        return self._factorization.get((A.pattern, A.values), lambda: compute(
             A, self.fill, shift=self.shift, ordering=self.ordering))
 
     def factor(self, A: CSRMatrix) -> CSRMatrix:

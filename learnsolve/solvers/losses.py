@@ -86,7 +86,7 @@ def exact_solve(A: CSRMatrix, B: torch.Tensor) -> torch.Tensor:
     """``A^{-1} B`` (detached) by a sparse LU of ``A`` (SuperLU) computed once per
     matrix and kept while ``A``'s values tensor lives and is unchanged: over a
     training, each step's solve is two triangular solves, not a factorisation."""
-    lu = _cache_of(A.values).get((A._pattern, A.values), lambda: splu(A.detach()))
+    lu = _cache_of(A.values).get((A.pattern, A.values), lambda: splu(A.detach()))
     return lu.solve(B)
 
 

@@ -33,7 +33,6 @@ per matrix: see :mod:`learnsolve.solvers.coarse`.
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +43,8 @@ from ..core.csr import CSRMatrix
 from ..linalg.direct import SparseLU
 from ..problems.decomposition import LocalStructure, Partition
 from ..problems.decomposition import partition as make_partition
-from ..problems.problem import Problem, check_count
+from ..core.validation import check_count
+from ..problems.problem import Problem
 from .base import IterativeSolver, MatrixCache, Solution, check_system, matrix_of
 from .coarse import CoarseSpace, as_coarse_space, coarse_correction
 from .stationary import iterate
@@ -100,8 +100,8 @@ class Subdomains:
         subdomain ``i``: how strongly the node is coupled to what the subdomain leaves
         out (zero away from its boundary). Differentiable in ``A.values``."""
         magnitude = self.A.values.abs()
-        total = CSRMatrix._from_pattern(self.A._pattern, magnitude).row_sum()
-        inside = CSRMatrix._from_pattern(self.local.stacked,
+        total = CSRMatrix.from_pattern(self.A.pattern, magnitude).row_sum()
+        inside = CSRMatrix.from_pattern(self.local.stacked,
                                          magnitude[self.local.positions]).row_sum()
         return (total[self.nodes] - inside).clamp(min=0)
 
@@ -121,15 +121,8 @@ class Subdomains:
         return values[self.local.positions] * self.boundary_entries
 
 
-# Partition -> pattern of A -> Subdomains' index arrays; both held weakly.
-_STRUCTURES: "weakref.WeakKeyDictionary[Partition, weakref.WeakKeyDictionary]" = \
-    weakref.WeakKeyDictionary()
-
-
 def _subdomains(A: CSRMatrix, partition: Partition, coordinates) -> Subdomains:
-    by_pattern = _STRUCTURES.setdefault(partition, weakref.WeakKeyDictionary())
-    arrays = by_pattern.get(A._pattern)
-    if arrays is None:
+    def compute():
         local = partition.local_structure(A)
         nodes = torch.cat(partition.overlapped).to(A.device)
         rows = local.stacked.row()
@@ -137,8 +130,8 @@ def _subdomains(A: CSRMatrix, partition: Partition, coordinates) -> Subdomains:
         core_rows = torch.nonzero(torch.cat(partition.core_mask).to(A.device)).flatten()
         pick = torch.empty(A.shape[0], dtype=torch.int64, device=A.device)
         pick[nodes[core_rows]] = core_rows
-        arrays = by_pattern[A._pattern] = (
-            local, nodes, rows, boundary, boundary[rows] & boundary[local.stacked.col], pick)
+        return local, nodes, rows, boundary, boundary[rows] & boundary[local.stacked.col], pick
+    arrays = A.pattern.cached_with(partition, "schwarz_subdomains", compute)
     return Subdomains(A, partition, coordinates, *arrays)
 
 
@@ -366,7 +359,7 @@ class RAS(IterativeSolver):
         values = sub.A.values[sub.local.positions]
         if self.interface is not None:
             values = values + self.interface(sub)
-        return CSRMatrix._from_pattern(sub.local.stacked, values)
+        return CSRMatrix.from_pattern(sub.local.stacked, values)
 
     def coarse_basis(self, A: CSRMatrix) -> CSRMatrix:
         """``Z``, the coarse space for ``A`` (``n x`` a few columns per subdomain, sparse,

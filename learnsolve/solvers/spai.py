@@ -228,7 +228,7 @@ def spai_classical(A, pattern=None) -> CSRMatrix:
                          f"{P.device}")
     n = A.shape[0]
     if P.nnz == 0:
-        return CSRMatrix._from_pattern(P._pattern, A.values.new_zeros(0))
+        return CSRMatrix.from_pattern(P.pattern, A.values.new_zeros(0))
     with torch.no_grad():
         # Every entry (k, j) of the pattern, expanded over row j of A: (k, j, i, a_ji).
         k_of = P.row_indices()
@@ -240,7 +240,7 @@ def spai_classical(A, pattern=None) -> CSRMatrix:
                     device=A.device) - starts[entry])
         k, i = k_of[entry], A.col_indices[position]
         # I_k, the rows of problem k: the columns of row k of mask(M) mask(A).
-        rows = P._pattern.product(A._pattern)
+        rows = P.pattern.product(A.pattern)
         row_keys = rows.row() * n + rows.col
         i_local = torch.searchsorted(row_keys, k * n + i) - rows.crow[k]
         n_rows, n_cols = int(rows.crow.diff().max()), int(P.crow_indices.diff().max())
@@ -255,4 +255,4 @@ def spai_classical(A, pattern=None) -> CSRMatrix:
         rhs[diagonal_row, on_diagonal - rows.crow[diagonal_row]] = 1.0
         solution = torch.linalg.lstsq(batch, rhs.unsqueeze(-1)).solution.squeeze(-1)
         values = solution[k_of, j_local]
-    return CSRMatrix._from_pattern(P._pattern, values)
+    return CSRMatrix.from_pattern(P.pattern, values)
