@@ -15,9 +15,11 @@ import torch
 
 from .core.validation import check_count
 from .problems.problem import Problem, ProblemSet
+from .solvers.base import bind_to_problem, preconditioner_of
 
-__all__ = ["BASELINES", "Evaluation", "EvaluationRow", "SchwarzEvaluation", "SchwarzRow",
-           "baseline", "compare_preconditioners", "compare_schwarz", "pcg_iterations"]
+__all__ = ["BASELINES", "BASELINE_REGISTRY", "Evaluation", "EvaluationRow", "SchwarzEvaluation",
+           "SchwarzRow", "baseline", "compare_preconditioners", "compare_schwarz",
+           "pcg_iterations", "preconditioner_of", "register_baseline"]
 
 #: The classical preconditioners compared with by default, by name.
 BASELINES = ("none", "jacobi", "ic0", "amg")
@@ -35,6 +37,11 @@ def _incomplete(kind: str, fill: int):
     return make
 
 
+def _spai():
+    from .solvers.spai import ClassicalSPAI
+    return ClassicalSPAI()
+
+
 def _amg():
     from .solvers.amg import AMG
     return AMG()
@@ -47,11 +54,10 @@ BASELINE_REGISTRY = {
     "jacobi": ("Jacobi", _jacobi),
     **{f"ic{k}": (f"IC({k})", _incomplete("cholesky", k)) for k in range(3)},
     **{f"ilu{k}": (f"ILU({k})", _incomplete("lu", k)) for k in range(3)},
+    "spai": ("SPAI (classical)", _spai),
     "amg": ("AMG (smoothed aggregation)", _amg),
 }
 
-#: Legend labels of the methods in the plots.
-LABELS = {"trained": "trained", **{name: label for name, (label, _) in BASELINE_REGISTRY.items()}}
 
 #: The line styles and markers the methods of a plot cycle through (with the colours
 #: C0, C1, ...): curves that coincide (Jacobi and none on a constant diagonal) stay apart.
@@ -196,13 +202,38 @@ class Evaluation(Table):
                 ax.semilogy(np.arange(row.residuals.size), row.residuals, color=f"C{i % 10}",
                             linestyle=LINESTYLES[i % len(LINESTYLES)],
                             marker=MARKERS[i % len(MARKERS)], markevery=(i, every),
-                            label=LABELS.get(row.method, row.method))
+                            label=BASELINE_REGISTRY.get(row.method, (row.method,))[0])
         ax.set_xlabel("iteration")
         ax.set_ylabel(r"relative residual $\|r\| / \|b\|$")
         ax.set_title(f"{self.solver} on {rows[0].problem} (n = {rows[0].n}), rtol = {self.rtol:g}")
         if ax.lines:
             ax.legend()
         return ax.figure
+
+
+def register_baseline(name: str, factory, label: str | None = None) -> None:
+    """Add (or replace) the baseline ``name``: ``factory()`` makes a fresh
+    preconditioner (a :class:`~learnsolve.solvers.Preconditioner`, or None for
+    none), ``label`` names it in tables and plots (default ``name``). Every
+    comparison (:func:`compare_preconditioners`, ``Trainer.evaluate``) can then
+    take it in ``baselines``.
+
+    Examples
+    --------
+    >>> from learnsolve.solvers import IncompleteCholesky
+    >>> register_baseline("ic0_rcm", lambda: IncompleteCholesky(ordering="rcm"), "IC(0), RCM")
+    >>> type(baseline("ic0_rcm")).__name__
+    'IncompleteCholesky'
+    >>> _ = BASELINE_REGISTRY.pop("ic0_rcm")       # the registry is a plain dict
+    """
+    if not isinstance(name, str) or not name or name == "trained":
+        raise ValueError(f"name: expected a non-empty string other than 'trained', got {name!r}")
+    if not callable(factory) or isinstance(factory, torch.nn.Module):
+        raise TypeError(f"factory: expected a callable () -> preconditioner (a class or a "
+                        f"function, not a preconditioner), got {type(factory).__name__}")
+    if label is not None and not isinstance(label, str):
+        raise TypeError(f"label: expected a string or None, got {type(label).__name__}")
+    BASELINE_REGISTRY[name] = (name if label is None else label, factory)
 
 
 def _check_baseline(name) -> None:
@@ -216,19 +247,6 @@ def baseline(name: str):
     (``"none"``: None)."""
     _check_baseline(name)
     return BASELINE_REGISTRY[name][1]()
-
-
-def preconditioner_of(model, user: str):
-    """The preconditioner a trained model stands for: the model itself if it has
-    ``setup`` (a preconditioner), else ``model.M`` if the model is a PCG with one.
-    ``user`` names the caller in the error."""
-    from .solvers.cg import PCG
-    if hasattr(model, "setup"):
-        return model
-    if isinstance(model, PCG) and getattr(model, "M", None) is not None:
-        return model.M
-    raise ValueError(f"model: {user} needs a preconditioner (a module with setup(A)) or a PCG "
-                     f"with a preconditioner M, got {type(model).__name__}")
 
 
 def pcg_iterations(rtol: float = 1e-6, maxiter: int | None = None, num_rhs: int = 1):
@@ -285,7 +303,6 @@ def pcg_iterations(rtol: float = 1e-6, maxiter: int | None = None, num_rhs: int 
     if maxiter is not None:
         maxiter = check_count(maxiter, "maxiter")
     num_rhs = check_count(num_rhs, "num_rhs")
-    from .solvers.base import bind_to_problem
     from .solvers.cg import PCG
 
     @torch.no_grad()
@@ -405,7 +422,6 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
     >>> [(row.method, row.iterations) for row in rows]
     [('trained', 16), ('none', 43)]
     """
-    from .solvers.base import bind_to_problem
     from .solvers.cg import PCG
     from .solvers.gmres import GMRES
     baselines = tuple(baselines)

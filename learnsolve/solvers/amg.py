@@ -7,7 +7,7 @@ import torch
 
 from ..core.csr import CSRMatrix
 from ..linalg._checks import check_rhs, check_square
-from .base import Apply, MatrixCache, Preconditioner
+from .base import MatrixCache, Preconditioner, PreconditionerOperator
 
 __all__ = ["AMG"]
 
@@ -133,8 +133,8 @@ class AMG(Preconditioner):
             return _Cycle(hierarchy, self.cycle)
         return self._cycle.get((A.pattern, A.values), build)
 
-    def setup(self, A: CSRMatrix) -> Apply:
-        """``r -> M r`` for ``r`` of shape ``(n,)`` or ``(n, k)`` in ``A``'s dtype and
+    def setup(self, A: CSRMatrix) -> PreconditionerOperator:
+        """``M`` (symmetric where the cycle is, as pyamg's defaults give) for ``r`` of shape ``(n,)`` or ``(n, k)`` in ``A``'s dtype and
         on its device; differentiable in ``r``."""
         A = check_square(A)
         cycle = self._cycle_for(A)
@@ -142,7 +142,7 @@ class AMG(Preconditioner):
         def apply(r: torch.Tensor) -> torch.Tensor:
             check_rhs(A, r, "r")
             return _ApplyCycle.apply(r, cycle)
-        return apply
+        return PreconditionerOperator.like(A, apply, symmetric=cycle.symmetric, name="AMG")
 
     def extra_repr(self) -> str:
         options = "".join(f", {key}={value!r}" for key, value in self.kwargs.items())

@@ -17,8 +17,9 @@ from ..core.csr import CSRMatrix
 from ..linalg._checks import check_rhs
 from .operators import Apply, Operator, SystemMatrix, as_operator
 
-__all__ = ["Solution", "Preconditioner", "IterativeSolver", "Operator", "as_operator",
-           "as_preconditioner", "check_system", "matrix_of", "MatrixCache", "STATUSES",
+__all__ = ["Solution", "Preconditioner", "PreconditionerOperator", "IterativeSolver",
+           "Operator", "as_operator", "as_preconditioner", "preconditioner_of",
+           "NotAPreconditioner", "check_system", "matrix_of", "MatrixCache", "STATUSES",
            "Apply", "SystemMatrix", "bind_to_problem", "check_history_weights",
            "weighted_residuals"]
 
@@ -123,13 +124,6 @@ def matrix_of(problem) -> CSRMatrix:
     raise TypeError(f"problem: expected a Problem or a CSRMatrix, got {type(problem).__name__}")
 
 
-def bind_to_problem(M, problem):
-    """``M`` bound to ``problem`` where it needs what a problem carries (a partition:
-    :meth:`RAS.for_problem <learnsolve.solvers.RAS.for_problem>`), else ``M``."""
-    bind = getattr(M, "for_problem", None)
-    return bind(problem) if bind is not None and not isinstance(problem, CSRMatrix) else M
-
-
 def check_history_weights(iterations, gamma) -> tuple[int, float]:
     """The ``iterations`` (an integer >= 1) and ``gamma`` (in (0, 1]) of a loss on a
     residual history (:func:`weighted_residuals`)."""
@@ -165,51 +159,205 @@ def weighted_residuals(solution: Solution, iterations: int, gamma: float, name: 
     return torch.tensordot(weights, relative, dims=1).mean()
 
 
-class Preconditioner(nn.Module):
-    """Base of the preconditioners: ``setup(A)`` returns the map ``r -> M r``.
+class PreconditionerOperator:
+    """A preconditioner set up for one matrix: the operator ``M`` that
+    :meth:`Preconditioner.setup` returns.
 
-    ``setup`` does the work that depends on the matrix (a factorisation, a
-    multigrid hierarchy, the diagonal) and returns a function applying ``M``
-    to a vector ``(n,)`` or a block ``(n, k)``. Learned preconditioners build
-    that function from their ``nn.Parameter``s, so it is differentiable in
-    them; fixed ones compute it without gradients and cache what they can
-    for the matrix they were last set up with.
+    ``M.apply(r)``, ``M(r)`` and ``M @ r`` give ``M r`` for ``r`` of shape
+    ``(n,)`` or ``(n, k)``, differentiable as the preconditioner says. A
+    solver may ask it what it is: ``symmetric`` (CG needs a symmetric ``M``)
+    and ``transpose()`` (the adjoint of a nonsymmetric solve needs ``M^T``),
+    with ``shape``, ``dtype`` and ``device`` those of the matrix it was set
+    up for.
+
+    Parameters
+    ----------
+    apply : callable
+        ``r -> M r``.
+    shape : tuple of int
+    dtype : torch.dtype
+    device : torch.device
+    symmetric : bool
+        Whether ``M`` is symmetric (then ``transpose()`` is ``M`` itself).
+    transpose : callable, optional
+        ``r -> M^T r`` where the preconditioner can apply it; None where it
+        cannot (``transpose()`` then raises NotImplementedError).
+    name : str
+        What the preconditioner is, for messages.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from learnsolve.problems import poisson_2d
+    >>> from learnsolve.solvers import IncompleteLU
+    >>> A = poisson_2d(4, dtype=torch.float64).A
+    >>> M = IncompleteLU().setup(A)
+    >>> M.symmetric, M.shape
+    (False, (16, 16))
+    >>> r = torch.ones(16, dtype=torch.float64)
+    >>> bool(torch.allclose(M.transpose() @ r, M.T.apply(r)))
+    True
     """
 
-    def setup(self, A: CSRMatrix) -> Apply:  # pragma: no cover - interface
+    __slots__ = ("_apply", "_transpose", "shape", "dtype", "device", "symmetric", "name")
+
+    def __init__(self, apply: Apply, shape: tuple[int, int], dtype: torch.dtype,
+                 device: torch.device, *, symmetric: bool = False,
+                 transpose: Apply | None = None, name: str = "M"):
+        self._apply = apply
+        self._transpose = transpose
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype, self.device = dtype, torch.device(device)
+        self.symmetric = bool(symmetric)
+        self.name = name
+
+    @classmethod
+    def like(cls, A, apply: Apply, *, symmetric: bool = False, transpose: Apply | None = None,
+             name: str = "M") -> "PreconditionerOperator":
+        """The operator ``apply`` for a matrix ``A`` (its shape, dtype and device)."""
+        return cls(apply, A.shape, A.dtype, A.device, symmetric=symmetric, transpose=transpose,
+                   name=name)
+
+    def apply(self, r: torch.Tensor) -> torch.Tensor:
+        """``M r``."""
+        return self._apply(r)
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        return self._apply(r)
+
+    def __matmul__(self, r: torch.Tensor) -> torch.Tensor:
+        return self._apply(r)
+
+    @property
+    def has_transpose(self) -> bool:
+        """Whether :meth:`transpose` is available."""
+        return self.symmetric or self._transpose is not None
+
+    def transpose(self) -> "PreconditionerOperator":
+        """``M^T`` as an operator: ``M`` itself where it is symmetric;
+        NotImplementedError where the preconditioner cannot apply it."""
+        if self.symmetric:
+            return self
+        if self._transpose is None:
+            raise NotImplementedError(f"{self.name}: its transpose M^T is not available (set "
+                                      f"the preconditioner up for A^T instead)")
+        return PreconditionerOperator(self._transpose, (self.shape[1], self.shape[0]),
+                                      self.dtype, self.device, transpose=self._apply,
+                                      name=f"{self.name}^T")
+
+    @property
+    def T(self) -> "PreconditionerOperator":
+        return self.transpose()
+
+    def __repr__(self) -> str:
+        return (f"PreconditionerOperator({self.name}, shape={self.shape}, "
+                f"symmetric={self.symmetric}, transpose={self.has_transpose})")
+
+
+class Preconditioner(nn.Module):
+    """Base of the preconditioners: ``setup(A)`` returns ``M`` for ``A`` as a
+    :class:`PreconditionerOperator`.
+
+    ``setup`` does the work that depends on the matrix (a factorisation, a
+    multigrid hierarchy, the diagonal, a network's prediction) and returns the
+    operator applying ``M`` to a vector ``(n,)`` or a block ``(n, k)``.
+    Learned preconditioners build it from their ``nn.Parameter``s, so it is
+    differentiable in them; fixed ones compute it without gradients and cache
+    what they can for the matrix they were last set up with (a
+    :class:`~learnsolve.core.cache.MatrixCache`), never in module state.
+
+    Two kinds share this protocol: *per pattern* (the values are parameters
+    tied to one matrix: :class:`LowerFactor`, :class:`SPAI`,
+    :class:`IncompleteFactor`) and *predicted from A* (a network maps any
+    matrix to the values, as :class:`RAS` with a learned interface).
+
+    Methods a subclass may override:
+
+    - ``setup_symmetric(A)``: the variant CG needs where ``setup``'s is not
+      symmetric (restricted -> additive Schwarz); by default ``setup(A)``.
+    - ``for_problem(problem)``: the preconditioner bound to what a problem
+      carries (a partition, coordinates); by default itself.
+    """
+
+    def setup(self, A: CSRMatrix) -> PreconditionerOperator:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def setup_symmetric(self, A: CSRMatrix) -> PreconditionerOperator:
+        """``M`` for ``A`` as a symmetric Krylov method (CG) uses it: ``setup(A)``
+        unless a subclass has a symmetric variant."""
+        return self.setup(A)
 
-def as_preconditioner(M, A: CSRMatrix | Operator, *, symmetric: bool = False) -> Apply | None:
-    """The map ``r -> M r`` for the ``M`` argument of a solver.
+    def for_problem(self, problem) -> "Preconditioner":
+        """This preconditioner for ``problem``: itself, unless it needs what a
+        problem carries."""
+        return self
 
-    ``M`` may be None (no preconditioner: returns None), a module or object
-    with ``setup(A)`` (a :class:`Preconditioner`), a callable ``r -> M r``, or
-    anything :func:`as_operator` takes as a matrix of ``A``'s shape, dtype and
-    device (a CSRMatrix, applied as a sparse product; a scipy sparse matrix or
+
+class NotAPreconditioner(TypeError, ValueError):
+    """A model given where a preconditioner is needed has none. A TypeError (the
+    wrong kind of object) and, as the evaluation has always raised, a ValueError."""
+
+
+def preconditioner_of(model, needed_by: str | None = None):
+    """The preconditioner a model stands for: the model itself if it is one (a
+    :class:`Preconditioner`, or any object with ``setup(A)``), else its ``M`` if
+    it is a solver with a preconditioner. ``needed_by`` names the caller in the
+    error (:class:`NotAPreconditioner`)."""
+    if callable(getattr(model, "setup", None)):
+        return model
+    M = getattr(model, "M", None)
+    if isinstance(model, IterativeSolver) and callable(getattr(M, "setup", None)):
+        return M
+    what = "expected" if needed_by is None else f"{needed_by} needs"
+    raise NotAPreconditioner(f"model: {what} a preconditioner (a module with setup(A)) or a "
+                             f"solver with one as M, got {type(model).__name__}")
+
+
+def as_preconditioner(M, A: CSRMatrix | Operator, *, symmetric: bool = False
+                      ) -> PreconditionerOperator | None:
+    """The operator ``M`` for the ``M`` argument of a solver.
+
+    ``M`` may be None (no preconditioner: returns None), a
+    :class:`Preconditioner` (or any object with ``setup(A)``: what it returns,
+    wrapped as an operator if it is a bare callable), an operator already set
+    up, a callable ``r -> M r``, or anything :func:`as_operator` takes as a
+    matrix of ``A``'s shape, dtype and device (a CSRMatrix, applied as a
+    sparse product, its transpose available; a scipy sparse matrix or
     LinearOperator; a torch tensor). With ``symmetric=True`` (a Krylov method
-    that needs a symmetric ``M``, as CG) an object that also has
-    ``setup_symmetric(A)`` (a nonsymmetric preconditioner with a symmetric
-    variant, as restricted additive Schwarz) gives that one.
+    that needs a symmetric ``M``, as CG) a preconditioner's
+    ``setup_symmetric(A)`` gives it (restricted additive Schwarz: the additive
+    variant).
 
     A preconditioner set up from ``A`` needs its entries: with a matrix-free
     ``A`` (an :class:`Operator`) it is refused with a TypeError.
     """
-    if M is None:
-        return None
-    if hasattr(M, "setup") or (symmetric and hasattr(M, "setup_symmetric")):
+    if M is None or isinstance(M, PreconditionerOperator):
+        return M
+    setup = getattr(M, "setup", None)
+    if callable(setup):
         if not isinstance(A, CSRMatrix):
             raise TypeError(f"M: {type(M).__name__} needs A's entries; A is a matrix-free "
                             f"operator (give M as a callable r -> M r, a matrix or a "
                             f"LinearOperator, or A as a matrix)")
-        return M.setup_symmetric(A) if symmetric and hasattr(M, "setup_symmetric") else \
-            M.setup(A)
+        setup_symmetric = getattr(M, "setup_symmetric", None)
+        operator = setup_symmetric(A) if symmetric and callable(setup_symmetric) else setup(A)
+        if isinstance(operator, PreconditionerOperator):
+            return operator
+        return PreconditionerOperator.like(A, operator, name=type(M).__name__)
     if callable(M) and not isinstance(M, LinearOperator):
-        return M
+        return PreconditionerOperator.like(A, M, name="M")
     operator = as_operator(M, A, name="M", shape=A.shape, symmetric=symmetric)
     V.check_same_dtype("A", A, "M", operator)
     V.check_same_device("A", A, "M", operator)
-    return operator.__matmul__
+    transpose = operator.T.__matmul__ if isinstance(operator, CSRMatrix) else None
+    return PreconditionerOperator.like(A, operator.__matmul__, transpose=transpose, name="M")
+
+
+def bind_to_problem(M, problem):
+    """``M`` bound to ``problem`` where it needs what a problem carries (a partition:
+    :meth:`RAS.for_problem <learnsolve.solvers.RAS.for_problem>`), else ``M``."""
+    bind = getattr(M, "for_problem", None)
+    return bind(problem) if bind is not None and not isinstance(problem, CSRMatrix) else M
 
 
 class IterativeSolver(nn.Module):

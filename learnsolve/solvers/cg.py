@@ -6,7 +6,6 @@ import numbers
 from typing import Callable
 
 import torch
-from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..core.csr import CSRMatrix
@@ -15,7 +14,7 @@ from ..linalg._checks import check_square
 from .base import (IterativeSolver, MatrixCache, Operator, Solution, SystemMatrix,
                    as_preconditioner, bind_to_problem, check_history_weights, check_system,
                    host_values, matrix_of, residual_norm, status_of, weighted_residuals)
-from .implicit import implicit_solve
+from .implicit import check_implicit, implicit_solve
 
 __all__ = ["PCG", "check_spd", "pcg_loss"]
 
@@ -273,13 +272,6 @@ class _Run:
                 f"residual {float(relative.max()):.3e})")
 
 
-def _trainable(M) -> bool:
-    """Whether the preconditioner has values that want a gradient."""
-    if isinstance(M, nn.Module):
-        return any(p.requires_grad for p in M.parameters())
-    return isinstance(M, (CSRMatrix, torch.Tensor)) and M.requires_grad
-
-
 class PCG(IterativeSolver):
     """Preconditioned conjugate gradients for a symmetric positive definite A.
 
@@ -424,20 +416,13 @@ class PCG(IterativeSolver):
             apply_M = as_preconditioner(self.M, A, symmetric=True)
             run = _Run(A, apply_M, *settings, self.callback, segment)
             return run.solve(b, x0)
-        if torch.is_grad_enabled() and _trainable(self.M):
-            raise ValueError("M: implicit differentiation gives no gradient to the "
-                             "preconditioner, whose parameters require grad; use "
-                             "differentiation='unrolled' or 'checkpoint' to train it")
-        if torch.is_grad_enabled() and matrix_free and A.requires_grad:
-            raise ValueError("A: implicit differentiation gives no gradient to a matrix-free "
-                             "A, whose tensor requires grad; use differentiation='unrolled' or "
-                             "'checkpoint', or give A as a CSRMatrix")
+        check_implicit(self.M, A)
         with torch.no_grad():
             apply_M = as_preconditioner(self.M, A, symmetric=True)
         matrix = A if matrix_free else A.detach()
         run = _Run(matrix, apply_M, *settings, self.callback)
-        adjoint = _Run(matrix, apply_M, *settings)
-        return implicit_solve(None if matrix_free else A.values, b, x0, run, adjoint)
+        adjoint = _Run(matrix, apply_M, *settings)     # A and M symmetric: A^T = A, M^T = M
+        return implicit_solve(A, b, x0, run, adjoint)
 
     def loss(self, problem, X: torch.Tensor) -> torch.Tensor:
         """The training loss: ``pcg_loss(self, problem, X)`` (eq. 42)."""

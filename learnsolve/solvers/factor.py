@@ -12,7 +12,7 @@ from ..core import construct
 from ..core.csr import CSRMatrix
 from ..core.pattern import Pattern
 from ..linalg._checks import check_square
-from .base import Apply, MatrixCache, Preconditioner, matrix_of
+from .base import MatrixCache, Preconditioner, PreconditionerOperator, matrix_of
 
 __all__ = ["LowerFactor", "SparseParameter"]
 
@@ -244,10 +244,11 @@ class LowerFactor(SparseParameter):
         L = self.factor(A)
         return L @ L.T
 
-    def setup(self, A: CSRMatrix) -> Apply:
+    def setup(self, A: CSRMatrix) -> PreconditionerOperator:
         """``r -> L (L^T r)`` with ``L = D^{-1/2} L~`` for ``A``, for ``r`` of shape
         ``(n,)`` or ``(n, k)`` in ``A``'s dtype; differentiable in the parameter, in
         ``r`` and in ``A``'s diagonal."""
         L = self.factor(A)
         Lt = L.T
-        return lambda r: L @ (Lt @ r)
+        return PreconditionerOperator.like(A, lambda r: L @ (Lt @ r), symmetric=True,
+                                           name="LowerFactor")

@@ -11,11 +11,15 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..core.csr import CSRMatrix
-from .base import (IterativeSolver, Operator, Solution, SystemMatrix, as_preconditioner,
-                   bind_to_problem, check_history_weights, check_system, host_values, matrix_of,
-                   residual_norm, status_of, weighted_residuals)
+from .base import (IterativeSolver, Operator, PreconditionerOperator, Solution, SystemMatrix,
+                   as_preconditioner, bind_to_problem, check_history_weights, check_system,
+                   host_values, matrix_of, residual_norm, status_of, weighted_residuals)
+from .implicit import check_implicit, implicit_solve
 
 __all__ = ["GMRES", "gmres_loss"]
+
+#: How a GMRES solve is differentiated (see :class:`GMRES`).
+DIFFERENTIATION = ("unrolled", "implicit")
 
 
 def _cgs2(w: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -293,7 +297,7 @@ class GMRES(IterativeSolver):
     transfer per step (the estimates and two flags per column) and one per
     restart (the true residuals).
 
-    Differentiation is by unrolling: everything is torch operations on
+    Differentiation, ``differentiation="unrolled"`` (the default): everything is torch operations on
     ``A``'s values (``A @ z``), so gradients reach ``A.values``, ``b``,
     ``x0`` and the preconditioner's parameters (or a CSRMatrix ``M``'s
     values), through every step and restart. The graph of a cycle holds
@@ -305,6 +309,17 @@ class GMRES(IterativeSolver):
     gradients to ``b``, ``x0`` and the preconditioner flow through a
     LinearOperator's products by its transpose, ``rmatvec``/``rmatmat``
     (NotImplementedError naming the argument in the backward if it has none).
+
+    ``differentiation="implicit"``: the forward builds no graph; the backward
+    solves the adjoint system ``A^T λ = grad_x`` by GMRES with the same
+    settings, preconditioned by ``M^T`` (the operator's ``transpose()``, where
+    it has one: IC/ILU factors, SPAI, a CSRMatrix; else the preconditioner set
+    up for ``A^T``, as RAS), and gives ``grad_b = λ``, ``grad_A = -(λ x^T) ⊙
+    mask(A)``. Memory O(n k) beyond the Krylov basis, whatever the number of
+    cycles; the gradient of the exact solution, as accurate as the two solves
+    (a RuntimeWarning says if the adjoint did not converge). ``A`` must be a
+    CSRMatrix (``A^T`` is needed); nothing reaches ``x0`` or the
+    preconditioner (a trainable one is refused with ValueError).
 
     Examples
     --------
@@ -323,23 +338,34 @@ class GMRES(IterativeSolver):
     """
 
     def __init__(self, M=None, restart: int = 30, maxiter: int | None = None,
-                 rtol: float = 1e-5, atol: float = 0.0, *, callback=None):
+                 rtol: float = 1e-5, atol: float = 0.0, *, differentiation: str = "unrolled",
+                 callback=None):
         super().__init__(0 if maxiter is None else maxiter, rtol, atol, callback)
         self.maxiter = None if maxiter is None else self.maxiter
         if isinstance(restart, bool) or not isinstance(restart, numbers.Integral) or \
                 restart < 1:
             raise ValueError(f"restart: expected an integer >= 1, got {restart!r}")
+        if differentiation not in DIFFERENTIATION:
+            raise ValueError(f"differentiation: expected one of {DIFFERENTIATION}, got "
+                             f"{differentiation!r}")
         self.M = M
         self.restart = int(restart)
+        self.differentiation = differentiation
 
     def forward(self, A: SystemMatrix, b: torch.Tensor, x0: torch.Tensor | None = None
                 ) -> Solution:
         """Solve ``A x = b`` (b ``(n,)`` or ``(n, k)``) from ``x0`` (default 0)."""
-        A, b, x0 = check_system(A, b, x0, matrix_free=True)
+        A, b, x0 = check_system(A, b, x0, matrix_free=self.differentiation == "unrolled")
         maxiter = 10 * A.shape[0] if self.maxiter is None else self.maxiter
-        run = _Run(A, as_preconditioner(self.M, A), self.restart, maxiter, self.rtol, self.atol,
-                   self.callback, b.dim() == 2)
-        return run.solve(b, x0)
+        settings = (self.restart, maxiter, self.rtol, self.atol)
+        if self.differentiation == "unrolled":
+            run = _Run(A, as_preconditioner(self.M, A), *settings, self.callback, b.dim() == 2)
+            return run.solve(b, x0)
+        check_implicit(self.M, A)
+        with torch.no_grad():
+            apply_M = as_preconditioner(self.M, A)
+        run = _Run(A.detach(), apply_M, *settings, self.callback, b.dim() == 2)
+        return implicit_solve(A, b, x0, run, _Adjoint(A.detach(), self.M, apply_M, settings))
 
     def loss(self, problem, X: torch.Tensor) -> torch.Tensor:
         """The training loss: ``gmres_loss(self, problem, X)``."""
@@ -347,7 +373,34 @@ class GMRES(IterativeSolver):
 
     def extra_repr(self) -> str:
         maxiter = "10n" if self.maxiter is None else self.maxiter
-        return f"restart={self.restart}, maxiter={maxiter}, rtol={self.rtol:g}, atol={self.atol:g}"
+        return (f"restart={self.restart}, maxiter={maxiter}, rtol={self.rtol:g}, "
+                f"atol={self.atol:g}, differentiation={self.differentiation!r}")
+
+
+class _Adjoint:
+    """The backward's solve ``A^T λ = g`` of implicit differentiation: GMRES with
+    ``A^T`` and ``M^T``, made when the backward runs (a forward-only solve never
+    needs ``M^T``)."""
+
+    def __init__(self, A: CSRMatrix, M, apply_M: PreconditionerOperator | None, settings):
+        self.A, self.M, self.apply_M, self.settings = A, M, apply_M, settings
+
+    def transposed_preconditioner(self, At: CSRMatrix) -> PreconditionerOperator | None:
+        """``M^T``: the operator's transpose where it has one, else ``M`` set up for
+        ``A^T``; NotImplementedError for a callable ``M`` without either."""
+        if self.apply_M is None or self.apply_M.has_transpose:
+            return None if self.apply_M is None else self.apply_M.transpose()
+        if callable(getattr(self.M, "setup", None)):
+            return as_preconditioner(self.M, At)
+        raise NotImplementedError("M: implicit differentiation of GMRES solves with A^T and "
+                                  "M^T, and this M (a callable) has no transpose; give M as a "
+                                  "preconditioner or a matrix, or use "
+                                  "differentiation='unrolled'")
+
+    def solve(self, g: torch.Tensor, x0: None) -> Solution:
+        At = self.A.T
+        run = _Run(At, self.transposed_preconditioner(At), *self.settings, None, g.dim() == 2)
+        return run.solve(g, x0)
 
 
 def gmres_loss(model: GMRES, problem, B: torch.Tensor, *, iterations: int = 4,

@@ -21,7 +21,7 @@ from ..core.fill import check_ordering, fill_pattern, ordering as reorder, permu
 from ..core.validation import check_count
 from ..linalg._checks import check_rhs, check_square
 from ..linalg.triangular import spsolve_triangular
-from .base import Apply, MatrixCache, Preconditioner, matrix_of
+from .base import Apply, MatrixCache, Preconditioner, PreconditionerOperator, matrix_of
 from .cg import check_spd
 from .factor import SparseParameter, check_init_values, diagonal_positions, scaling_diagonal
 
@@ -68,9 +68,9 @@ class Factorization:
     def name(self) -> str:
         return _name(self.kind, self.fill)
 
-    def apply(self) -> Apply:
-        """``r -> M r``, two triangular solves (between the permutations)."""
-        return solves(self.matrix, self.kind, permutation=self.permutation)
+    def apply(self) -> PreconditionerOperator:
+        """``M``, two triangular solves (between the permutations)."""
+        return solves(self.matrix, self.kind, permutation=self.permutation, name=self.name)
 
 
 def _name(kind: str, fill: int) -> str:
@@ -202,24 +202,29 @@ def _inverse(perm: torch.Tensor | None) -> torch.Tensor | None:
     return None if perm is None else torch.argsort(perm)
 
 
-def solves(F: CSRMatrix, kind: str, permutation: torch.Tensor | None = None) -> Apply:
-    """``r -> P^T (L L^T)^{-1} P r`` (cholesky: ``L`` the lower triangle of ``F``) or
-    ``r -> P^T (L U)^{-1} P r`` (lu: ``L`` unit lower below ``F``'s diagonal, ``U``
-    its upper triangle), ``(P r)_i = r[permutation[i]]`` (the identity where
+def solves(F: CSRMatrix, kind: str, permutation: torch.Tensor | None = None,
+           name: str = "M") -> PreconditionerOperator:
+    """``M: r -> P^T (L L^T)^{-1} P r`` (cholesky: ``L`` the lower triangle of
+    ``F``; symmetric) or ``r -> P^T (L U)^{-1} P r`` (lu: ``L`` unit lower below
+    ``F``'s diagonal, ``U`` its upper triangle; ``M^T`` by the transposed solves
+    in the other order), ``(P r)_i = r[permutation[i]]`` (the identity where
     None): two triangular solves, differentiable in ``F``'s values and ``r``."""
     inverse = _inverse(permutation)
 
-    def apply(r: torch.Tensor) -> torch.Tensor:
+    def solve(r: torch.Tensor, steps) -> torch.Tensor:
         check_rhs(F, r, "r")
         y = _permuted(r, permutation)
-        if kind == "cholesky":
-            y = spsolve_triangular(F, y, lower=True)
-            y = spsolve_triangular(F, y, lower=True, transpose=True)
-        else:
-            y = spsolve_triangular(F, y, lower=True, unit_diagonal=True)
-            y = spsolve_triangular(F, y, lower=False)
+        for lower, unit, transpose in steps:
+            y = spsolve_triangular(F, y, lower=lower, unit_diagonal=unit, transpose=transpose)
         return _permuted(y, inverse)
-    return apply
+    if kind == "cholesky":
+        steps = ((True, False, False), (True, False, True))
+        return PreconditionerOperator.like(F, lambda r: solve(r, steps), symmetric=True,
+                                           name=name)
+    steps = ((True, True, False), (False, False, False))
+    transposed = ((False, False, True), (True, True, True))
+    return PreconditionerOperator.like(F, lambda r: solve(r, steps),
+                                       transpose=lambda r: solve(r, transposed), name=name)
 
 
 def products(F: CSRMatrix, kind: str, permutation: torch.Tensor | None = None) -> Apply:
@@ -265,8 +270,9 @@ class _Classical(Preconditioner):
         with an ordering), detached."""
         return self.factorization(A).matrix
 
-    def setup(self, A: CSRMatrix) -> Apply:
-        """``r -> M r`` for ``r`` of shape ``(n,)`` or ``(n, k)``: two triangular solves."""
+    def setup(self, A: CSRMatrix) -> PreconditionerOperator:
+        """``M`` for ``A``, applied to ``r`` of shape ``(n,)`` or ``(n, k)``: two
+        triangular solves (symmetric for IC(k); ILU(k)'s with its transpose)."""
         return self.factorization(A).apply()
 
     def setup_inverse(self, A: CSRMatrix) -> Apply:
@@ -492,11 +498,13 @@ class IncompleteFactor(SparseParameter):
         column = torch.where(cols < rows, 1 / root[cols], root[cols])
         return F.with_values(root[rows] * F.values * column)
 
-    def setup(self, A: CSRMatrix) -> Apply:
-        """``r -> M r`` for ``A``: two triangular solves with the factor for ``A``
+    def setup(self, A: CSRMatrix) -> PreconditionerOperator:
+        """``M`` for ``A``: two triangular solves with the factor for ``A``
         (:meth:`factor`, scaled once per setup), for ``r`` of shape ``(n,)`` or
-        ``(n, k)`` in ``A``'s dtype."""
-        return solves(self.factor(A), self.kind, permutation=self.permutation)
+        ``(n, k)`` in ``A``'s dtype; symmetric for ``kind="cholesky"``, with its
+        transpose for ``"lu"``."""
+        return solves(self.factor(A), self.kind, permutation=self.permutation,
+                      name=type(self).__name__)
 
     def setup_inverse(self, A: CSRMatrix) -> Apply:
         """``z -> M^{-1} z`` for ``A`` (``L L^T z`` or ``L U z``, sparse products):

@@ -7,13 +7,14 @@ import numbers
 import torch
 
 from ..core.csr import CSRMatrix
-from .base import IterativeSolver, Solution, check_system, matrix_of
+from .base import (IterativeSolver, Preconditioner, PreconditionerOperator, Solution,
+                   check_system, matrix_of)
 from .stationary import check_diagonal, iterate
 
 __all__ = ["Jacobi", "jacobi_loss"]
 
 
-class Jacobi(IterativeSolver):
+class Jacobi(IterativeSolver, Preconditioner):
     """Weighted Jacobi: ``x <- x + Ω D^{-1} (b - A x)`` with learnable weights ``Ω``.
 
     One module, three uses:
@@ -107,10 +108,12 @@ class Jacobi(IterativeSolver):
         omega = self.omega.to(device=A.device, dtype=A.dtype)
         return omega / check_diagonal(A)
 
-    def setup(self, A: CSRMatrix):
+    def setup(self, A: CSRMatrix) -> PreconditionerOperator:
         """The preconditioner ``r -> Ω D^{-1} r`` for ``A`` (differentiable in Ω and A)."""
         scale = self._scaled_inverse_diagonal(A)
-        return lambda r: r * (scale if r.dim() == 1 else scale[:, None])
+        return PreconditionerOperator.like(
+            A, lambda r: r * (scale if r.dim() == 1 else scale[:, None]), symmetric=True,
+            name="Jacobi")
 
     def smooth(self, A: CSRMatrix, b: torch.Tensor, x: torch.Tensor, steps: int = 1
                ) -> torch.Tensor:

@@ -31,7 +31,7 @@ import torch
 from ..core.cache import MatrixCache
 from ..core.csr import CSRMatrix
 from ..linalg.direct import splu
-from .base import bind_to_problem, matrix_of
+from .base import bind_to_problem, matrix_of, preconditioner_of
 from .cg import pcg_loss
 from .gmres import gmres_loss
 
@@ -41,11 +41,7 @@ __all__ = ["gmres_loss", "inverse_loss", "low_frequency_loss", "pcg_loss", "sket
 
 def _preconditioner(model, problem):
     """The preconditioner of ``model`` (itself, or its ``M``), bound to ``problem``."""
-    M = model if callable(getattr(model, "setup", None)) else getattr(model, "M", None)
-    if not callable(getattr(M, "setup", None)):
-        raise TypeError(f"model: expected a preconditioner (a module with setup(A)) or a solver "
-                        f"with one as M, got {type(model).__name__}")
-    return bind_to_problem(M, problem)
+    return bind_to_problem(preconditioner_of(model), problem)
 
 
 def _inverse(model, problem, A: CSRMatrix, loss: str):

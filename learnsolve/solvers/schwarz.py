@@ -45,7 +45,8 @@ from ..problems.decomposition import LocalStructure, Partition
 from ..problems.decomposition import partition as make_partition
 from ..core.validation import check_count
 from ..problems.problem import Problem
-from .base import IterativeSolver, MatrixCache, Solution, check_system, matrix_of
+from .base import (IterativeSolver, MatrixCache, Preconditioner, PreconditionerOperator,
+                   Solution, check_system, matrix_of)
 from .coarse import CoarseSpace, as_coarse_space, coarse_correction
 from .stationary import iterate
 
@@ -212,7 +213,7 @@ def _bind(source, overlap, num_parts, method) -> tuple[Partition, torch.Tensor |
     return built, source.coordinates
 
 
-class RAS(IterativeSolver):
+class RAS(IterativeSolver, Preconditioner):
     """Restricted additive Schwarz: a preconditioner and a stationary iteration (eqs. 44-48).
 
     Parameters
@@ -406,23 +407,24 @@ class RAS(IterativeSolver):
             () if self.coordinates is None else (self.coordinates,))
         return self._factors.get(key, compute)
 
-    def setup(self, A: CSRMatrix):
-        """The map ``r -> M r`` of restricted additive Schwarz (eq. 47) for ``A``; with a
-        coarse level ``M = Q + M_1 (I - A Q)`` (see the Notes)."""
+    def setup(self, A: CSRMatrix) -> PreconditionerOperator:
+        """``M`` of restricted additive Schwarz (eq. 47) for ``A``; with a coarse
+        level ``M = Q + M_1 (I - A Q)`` (see the Notes). Not symmetric, and without
+        a transpose: set it up for ``A^T`` where ``M^T`` is wanted."""
         lu, sub, coarse = self._factor(A)
 
         def one_level(r: torch.Tensor) -> torch.Tensor:
             return lu.solve(r[sub.nodes])[sub.pick]
         if coarse is None:
-            return one_level
+            return PreconditionerOperator.like(A, one_level, name="RAS")
         correct = coarse_correction(*coarse)
 
         def apply(r: torch.Tensor) -> torch.Tensor:
             y = correct(r)
             return y + one_level(r - A @ y)
-        return apply
+        return PreconditionerOperator.like(A, apply, name="RAS")
 
-    def setup_symmetric(self, A: CSRMatrix):
+    def setup_symmetric(self, A: CSRMatrix) -> PreconditionerOperator:
         """The map ``r -> M_AS r = sum_i R_i^T (A_i + L_i)^{-1} R_i r`` (additive
         Schwarz); with a coarse level ``M = Q + (I - Q A) M_AS (I - A Q)`` (see the
         Notes): the symmetric preconditioner for conjugate gradients."""
@@ -431,14 +433,14 @@ class RAS(IterativeSolver):
         def one_level(r: torch.Tensor) -> torch.Tensor:
             return torch.zeros_like(r).index_add(0, sub.nodes, lu.solve(r[sub.nodes]))
         if coarse is None:
-            return one_level
+            return PreconditionerOperator.like(A, one_level, symmetric=True, name="AS")
         correct = coarse_correction(*coarse)
 
         def apply(r: torch.Tensor) -> torch.Tensor:
             y = correct(r)
             z = one_level(r - A @ y)
             return y + z - correct(A @ z)
-        return apply
+        return PreconditionerOperator.like(A, apply, symmetric=True, name="AS")
 
     # ------------------------------------------------------------------ the iteration
     def forward(self, A: CSRMatrix, b: torch.Tensor, x0: torch.Tensor | None = None

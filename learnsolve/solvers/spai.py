@@ -7,10 +7,10 @@ import torch
 from ..core.arith import add
 from ..core.csr import CSRMatrix
 from ..linalg._checks import check_square
-from .base import Apply, matrix_of
+from .base import MatrixCache, Preconditioner, PreconditionerOperator, matrix_of
 from .factor import SparseParameter, check_init_values, diagonal_positions, scaling_diagonal
 
-__all__ = ["SPAI", "spai_loss", "spai_classical"]
+__all__ = ["SPAI", "ClassicalSPAI", "spai_loss", "spai_classical"]
 
 
 class SPAI(SparseParameter):
@@ -116,9 +116,13 @@ class SPAI(SparseParameter):
         M = self.matrix(A)
         return add(M, M.T, 0.5, 0.5) if self.symmetric else M
 
-    def setup(self, A: CSRMatrix) -> Apply:
-        """``r -> M r`` (or ``(M + M^T) r / 2``) for ``r`` of shape ``(n,)`` or ``(n, k)``."""
-        return self.operator(A).__matmul__
+    def setup(self, A: CSRMatrix) -> PreconditionerOperator:
+        """``M`` (or ``(M + M^T) / 2``, symmetric) for ``A``: a sparse product with
+        ``r`` of shape ``(n,)`` or ``(n, k)``; its transpose by ``M^T``'s."""
+        M = self.operator(A)
+        transpose = None if self.symmetric else (lambda r: M.T @ r)
+        return PreconditionerOperator.like(A, M.__matmul__, symmetric=self.symmetric,
+                                           transpose=transpose, name="SPAI")
 
     def loss(self, problem, X: torch.Tensor | None = None) -> torch.Tensor:
         """The default training loss, :func:`spai_loss` (paper eq. 50)."""
@@ -256,3 +260,40 @@ def spai_classical(A, pattern=None) -> CSRMatrix:
         solution = torch.linalg.lstsq(batch, rhs.unsqueeze(-1)).solution.squeeze(-1)
         values = solution[k_of, j_local]
     return CSRMatrix.from_pattern(P.pattern, values)
+
+
+class ClassicalSPAI(Preconditioner):
+    """The classical static-pattern SPAI of each matrix it is set up for:
+    :func:`spai_classical` on ``A``'s own pattern (Grote and Huckle 1997),
+    computed once per matrix (cached: redone when its pattern, its values
+    tensor or their contents change) and applied as a sparse product, with its
+    transpose. A fixed baseline, no parameters.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from learnsolve.problems import poisson_2d
+    >>> from learnsolve.solvers import PCG
+    >>> from learnsolve.solvers.spai import ClassicalSPAI
+    >>> A = poisson_2d(16, dtype=torch.float64).A
+    >>> b = torch.ones(256, dtype=torch.float64)
+    >>> PCG(rtol=1e-8)(A, b).iterations > PCG(M=ClassicalSPAI(), rtol=1e-8)(A, b).iterations
+    True
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._inverse = MatrixCache()
+
+    def matrix(self, A: CSRMatrix) -> CSRMatrix:
+        """``M`` for ``A`` (detached; cached per matrix)."""
+        A = check_square(A)
+        return self._inverse.get((A.pattern, A.values), lambda: spai_classical(A))
+
+    def setup(self, A: CSRMatrix) -> PreconditionerOperator:
+        """``M`` for ``A``, a sparse product; not symmetric in general, with its
+        transpose (for symmetric use, CG, on a symmetric ``A``: ``M`` is close to
+        symmetric, not exactly)."""
+        M = self.matrix(A)
+        return PreconditionerOperator.like(A, M.__matmul__, transpose=lambda r: M.T @ r,
+                                           name="SPAI (classical)")
