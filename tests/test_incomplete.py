@@ -20,6 +20,7 @@ from torch.autograd import gradcheck
 from torch.library import opcheck
 
 import learnsolve as ls
+import learnsolve.core.cache as cache_module
 import learnsolve.solvers.losses as losses_module
 from cases import m_matrix, poisson_scipy, randn
 from learnsolve import Trainer
@@ -1007,12 +1008,12 @@ def test_ic_on_the_reference_fill_of_poisson():
 
 def test_exact_solve_drops_its_factorisation_with_the_matrix():
     B = ls.CSRMatrix.from_scipy(_nonsymmetric_m_matrix(20, 0.1, 16), dtype=F64)
-    before = len(losses_module._FACTORS)
+    before = len(cache_module._BY_VALUES)
     exact_solve(B, torch.ones(20, dtype=F64))
-    assert len(losses_module._FACTORS) == before + 1
+    assert len(cache_module._BY_VALUES) == before + 1
     del B
     gc.collect()
-    assert len(losses_module._FACTORS) == before
+    assert len(cache_module._BY_VALUES) == before
 
 
 def test_one_by_one_and_a_missing_diagonal():

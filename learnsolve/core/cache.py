@@ -1,5 +1,9 @@
-"""MatrixCache: a value computed from some objects (tensors, patterns), kept until one
-of them is replaced or changed in place."""
+"""The caches of what depends on a matrix's values (a factorisation, a hierarchy, a
+check), in one place: :class:`MatrixCache`, a value computed from some objects
+(tensors, patterns) and kept until one of them is replaced or changed in place, held
+by the module that computes it (one entry: the matrix it was last set up for) or, for
+one entry per live values tensor, by :func:`values_cache`. What depends on the
+structure alone is cached on the :class:`~learnsolve.core.pattern.Pattern`."""
 from __future__ import annotations
 
 import weakref
@@ -7,7 +11,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["MatrixCache"]
+__all__ = ["MatrixCache", "values_cache"]
 
 
 def _version(obj) -> int | None:
@@ -45,3 +49,20 @@ class MatrixCache:
             self._value = compute()
             self._key = tuple((weakref.ref(obj), _version(obj)) for obj in objects)
         return self._value
+
+
+#: ``(id(values), name) -> (weak reference to values, MatrixCache)``: dropped with the tensor.
+_BY_VALUES: dict[tuple[int, str], tuple[weakref.ref, MatrixCache]] = {}
+
+
+def values_cache(values: torch.Tensor, name: str) -> MatrixCache:
+    """The :class:`MatrixCache` named ``name`` of one values tensor, kept while that
+    tensor lives: one entry per matrix where many matrices share a pattern (a
+    problem family on one grid), where a module's single entry would be
+    recomputed at every switch."""
+    key = (id(values), name)
+    entry = _BY_VALUES.get(key)
+    if entry is None or entry[0]() is not values:
+        entry = _BY_VALUES[key] = (weakref.ref(values, lambda _, key=key: _BY_VALUES.pop(key, None)),
+                                   MatrixCache())
+    return entry[1]

@@ -24,11 +24,10 @@ scale-equivariant.
 """
 from __future__ import annotations
 
-import weakref
 
 import torch
 
-from ..core.cache import MatrixCache
+from ..core.cache import values_cache
 from ..core.csr import CSRMatrix
 from ..linalg.direct import splu
 from .base import bind_to_problem, matrix_of, preconditioner_of
@@ -63,26 +62,12 @@ def _block(X: torch.Tensor) -> torch.Tensor:
     return X if X.dim() == 2 else X[:, None]
 
 
-#: One sparse LU per matrix for :func:`exact_solve`, by the identity of its values
-#: tensor, dropped when that tensor dies.
-_FACTORS: dict[int, tuple[weakref.ref, MatrixCache]] = {}
-
-
-def _cache_of(values: torch.Tensor) -> MatrixCache:
-    entry = _FACTORS.get(id(values))
-    if entry is None or entry[0]() is not values:
-        key = id(values)
-        entry = _FACTORS[key] = (weakref.ref(values, lambda _, key=key: _FACTORS.pop(key, None)),
-                                 MatrixCache())
-    return entry[1]
-
-
 @torch.no_grad()
 def exact_solve(A: CSRMatrix, B: torch.Tensor) -> torch.Tensor:
     """``A^{-1} B`` (detached) by a sparse LU of ``A`` (SuperLU) computed once per
     matrix and kept while ``A``'s values tensor lives and is unchanged: over a
     training, each step's solve is two triangular solves, not a factorisation."""
-    lu = _cache_of(A.values).get((A.pattern, A.values), lambda: splu(A.detach()))
+    lu = values_cache(A.values, "splu").get((A.pattern, A.values), lambda: splu(A.detach()))
     return lu.solve(B)
 
 
