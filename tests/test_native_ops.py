@@ -1,10 +1,9 @@
-"""The raw ops of torch.ops.learnsolve: opcheck (schema, fake kernel, autograd
-registration), gradcheck and double backward of the value-moving ops, and the
-transposed products against dense torch."""
+"""The raw ops of torch.ops.learnsolve: gradcheck and double backward of the
+value-moving ops, and the transposed products against dense torch (their opcheck
+samples are in test_op_registry.py)."""
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
-from torch.library import opcheck
 
 import learnsolve as ls
 from cases import DEVICES, assert_close, dense_of, make, randn
@@ -44,27 +43,6 @@ def test_transposed_product_needs_the_transpose():
     with pytest.raises(RuntimeError, match=r"spmv: transpose=True needs the transpose pattern"):
         ops.spmv(A.crow_indices, A.col_indices, A.values, torch.ones(12, dtype=torch.float64),
                  transpose=True)
-
-
-def test_opcheck_transposed_and_value_ops():
-    S, A = make("square")
-    Sb, B = make("square", seed=1)
-    crow, col = A.crow_indices, A.col_indices
-    t = A.pattern.transpose_arrays()
-    values = _leaf(A.values)
-    opcheck(ops.spmv, (crow, col, values, randn(12, requires_grad=True), *t, True))
-    opcheck(ops.spmm, (crow, col, values, randn(12, 2, requires_grad=True), *t, True))
-    alpha = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
-    opcheck(ops.gather_scaled, (values, t[2], alpha))
-    opcheck(ops.gather_scaled, (values, t[2]))
-    opcheck(ops.scatter_add_scaled, (values, t[2], A.nnz, alpha))
-    union, map_a, map_b = A.pattern.union(B.pattern)
-    opcheck(ops.csr_add_values, (values, map_a, _leaf(B.values), map_b, union.nnz, alpha,
-                                 torch.tensor(2.0, dtype=torch.float64)))
-    C = A @ B
-    opcheck(ops.spgemm_grad_b, (crow, col, values, C.crow_indices, C.col_indices,
-                                randn(C.nnz, requires_grad=True), B.crow_indices, B.col_indices,
-                                12))
 
 
 def test_gather_and_scatter_gradients():
@@ -139,8 +117,3 @@ def test_csr_check_finds_the_first_offence_of_each_kind(device):
     col = torch.arange(3 * rows, device=device) % 3                    # rows 0, 1, 2
     col[[70_001, 150_001]] = torch.tensor([9, 0], device=device)
     assert ops.csr_check(crow, col, 5).tolist() == [-1, 70_001, 150_001]
-
-
-def test_opcheck_csr_check():
-    S, A = make("square")
-    opcheck(ops.csr_check, (A.crow_indices, A.col_indices, 12))

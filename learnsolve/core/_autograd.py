@@ -1,0 +1,308 @@
+"""Autograd formulas of the native ops ``torch.ops.learnsolve.*``.
+
+For the ops with floating-point inputs: the vector-Jacobian products of table 1
+of the paper, registered with ``torch.library.register_autograd`` on import
+(:mod:`._ops` imports this module; the triangular solve's formula is in
+:mod:`._autograd_sptrsv`). Every backward formula calls only torch ops and
+learnsolve ops (through the typed wrappers of :mod:`.native`), so the backward
+is itself differentiable (double backward works).
+
+Notation: for a stored entry ``p`` of a pattern, ``r(p)`` is its row and
+``c(p)`` its column; ``S(g)`` is the sparse matrix with the pattern and values
+``g``. The gradient with respect to a matrix's values always has that matrix's
+pattern (paper eq. 13).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import native as ops
+
+__all__ = ["transpose_arrays"]
+
+
+def transpose_arrays(crow: torch.Tensor, col: torch.Tensor, ncols: int, t_crow=None, t_col=None,
+                     t_perm=None):
+    """Return ``(t_crow, t_col, t_perm)`` of the transposed pattern: the given
+    ones where the caller has them cached, else computed now."""
+    if t_crow is None or t_col is None or t_perm is None:
+        return ops.transpose(crow, col, ncols)
+    return t_crow, t_col, t_perm
+
+
+# --------------------------------------------------------------------------- y = op(A) x
+# y = A x:    d values[p] = sum_k V[r(p), k] X[c(p), k] = sampled_matmul(A; V, X)
+#             d X = A^T V  (the same op with transpose=True: no copy of A^T)
+# y = A^T x:  d values[p] = sum_k X[r(p), k] V[c(p), k] = sampled_matmul(A; X, V)
+#             d X = A V
+
+def _product_setup(ctx, inputs, output):
+    crow, col, values, x, t_crow, t_col, t_perm, transpose = inputs
+    ctx.transpose = transpose
+    ctx.save_for_backward(crow, col, values, x, t_crow, t_col, t_perm)
+
+
+def _product_backward(ctx, grad):
+    crow, col, values, x, t_crow, t_col, t_perm = ctx.saved_tensors
+    need_values, need_x = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
+    if need_values and need_x and grad.dim() == 1 and not ctx.transpose:
+        grad_values, grad_x = ops.spmv_backward(crow, col, values, x, grad)
+        return None, None, grad_values, grad_x, None, None, None, None
+    product = ops.spmv if grad.dim() == 1 else ops.spmm
+    grad_values = grad_x = None
+    if need_values:
+        rows, cols = (x, grad) if ctx.transpose else (grad, x)
+        grad_values = ops.sampled_matmul(crow, col, rows, cols)
+    if need_x:
+        if not ctx.transpose:
+            t_crow, t_col, t_perm = transpose_arrays(crow, col, x.shape[0], t_crow, t_col,
+                                                     t_perm)
+        grad_x = product(crow, col, values, grad, t_crow, t_col, t_perm, not ctx.transpose)
+    return None, None, grad_values, grad_x, None, None, None, None
+
+
+torch.library.register_autograd("learnsolve::spmv", _product_backward,
+                                setup_context=_product_setup)
+torch.library.register_autograd("learnsolve::spmm", _product_backward,
+                                setup_context=_product_setup)
+
+
+# --------------------------------------------------------------------------- spmv_backward
+# (grad_values, grad_x) = (sampled_matmul(A; g, x), A^T g); with incoming (h_v, h_x):
+# d g = S(h_v) x + A h_x,  d x = S(h_v)^T g,  d values = sampled_matmul(A; g, h_x)
+
+def _spmv_backward_setup(ctx, inputs, output):
+    crow, col, values, x, grad = inputs
+    ctx.save_for_backward(crow, col, values, x, grad)
+
+
+def _spmv_backward_backward(ctx, h_values, h_x):
+    crow, col, values, x, grad = ctx.saved_tensors
+    d_values = d_x = d_grad = None
+    if h_x is not None:
+        if ctx.needs_input_grad[2]:
+            d_values = ops.sampled_matmul(crow, col, grad, h_x)
+        if ctx.needs_input_grad[4]:
+            d_grad = ops.spmv(crow, col, values, h_x)
+    if h_values is not None:
+        if ctx.needs_input_grad[3]:
+            transposed = transpose_arrays(crow, col, x.shape[0])
+            d_x = ops.spmv(crow, col, h_values, grad, *transposed, True)
+        if ctx.needs_input_grad[4]:
+            from_values = ops.spmv(crow, col, h_values, x)
+            d_grad = from_values if d_grad is None else d_grad + from_values
+    return None, None, d_values, d_x, d_grad
+
+
+torch.library.register_autograd("learnsolve::spmv_backward", _spmv_backward_backward,
+                                setup_context=_spmv_backward_setup)
+
+
+# --------------------------------------------------------------------------- (X Y^T) ⊙ mask(A)
+# out[p] = sum_k X[r(p), k] Y[c(p), k]
+# d X = S(g) Y,  d Y = S(g)^T X  (transpose=True: no copy of S(g)^T)
+
+def _sampled_setup(ctx, inputs, output):
+    crow, col, x, y, t_crow, t_col, t_perm = inputs
+    ctx.save_for_backward(crow, col, x, y, t_crow, t_col, t_perm)
+
+
+def _sampled_backward(ctx, grad):
+    crow, col, x, y, t_crow, t_col, t_perm = ctx.saved_tensors
+    product = ops.spmv if x.dim() == 1 else ops.spmm
+    grad_x = grad_y = None
+    if ctx.needs_input_grad[2]:
+        grad_x = product(crow, col, grad, y)
+    if ctx.needs_input_grad[3]:
+        t_crow, t_col, t_perm = transpose_arrays(crow, col, y.shape[0], t_crow, t_col, t_perm)
+        grad_y = product(crow, col, grad, x, t_crow, t_col, t_perm, True)
+    return None, None, grad_x, grad_y, None, None, None
+
+
+torch.library.register_autograd("learnsolve::sampled_matmul", _sampled_backward,
+                                setup_context=_sampled_setup)
+
+
+# --------------------------------------------------------------------------- moves of values
+# gather:  out = alpha source[index]   d source = scatter(alpha g), d alpha = <g, source[index]>
+# scatter: out[index] += alpha source  d source = gather(alpha g),  d alpha = <g[index], source>
+
+def _scale_grad(product: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The gradient of a scale factor: the sum of its products, as alpha's type."""
+    return product.sum().to(alpha)
+
+
+def _needs(ctx, i: int) -> bool:
+    """Whether input i needs a gradient (False for a trailing default not passed)."""
+    return i < len(ctx.needs_input_grad) and ctx.needs_input_grad[i]
+
+
+def _gather_setup(ctx, inputs, output):
+    source, index, alpha = inputs
+    ctx.size = source.shape[0]
+    ctx.save_for_backward(source, index, alpha)
+
+
+def _gather_backward(ctx, grad):
+    source, index, alpha = ctx.saved_tensors
+    grad_source = (ops.scatter_add_scaled(grad, index, ctx.size, alpha)
+                   if ctx.needs_input_grad[0] else None)
+    grad_alpha = (_scale_grad(grad * ops.gather_scaled(source, index), alpha)
+                  if _needs(ctx, 2) else None)
+    return grad_source, None, grad_alpha
+
+
+torch.library.register_autograd("learnsolve::gather_scaled", _gather_backward,
+                                setup_context=_gather_setup)
+
+
+def _scatter_setup(ctx, inputs, output):
+    source, index, size, alpha = inputs
+    ctx.save_for_backward(source, index, alpha)
+
+
+def _scatter_backward(ctx, grad):
+    source, index, alpha = ctx.saved_tensors
+    grad_source = ops.gather_scaled(grad, index, alpha) if ctx.needs_input_grad[0] else None
+    grad_alpha = (_scale_grad(ops.gather_scaled(grad, index) * source, alpha)
+                  if _needs(ctx, 3) else None)
+    return grad_source, None, None, grad_alpha
+
+
+torch.library.register_autograd("learnsolve::scatter_add_scaled", _scatter_backward,
+                                setup_context=_scatter_setup)
+
+
+# --------------------------------------------------------------------------- alpha A + beta B
+# d values_a = alpha G[map_a],  d alpha = <G[map_a], values_a>  (and so for B)
+
+def _add_setup(ctx, inputs, output):
+    values_a, map_a, values_b, map_b, nnz, alpha, beta = inputs
+    ctx.save_for_backward(values_a, map_a, values_b, map_b, alpha, beta)
+
+
+def _add_backward(ctx, grad):
+    values_a, map_a, values_b, map_b, alpha, beta = ctx.saved_tensors
+    grads = []
+    for values, index, scale, need_values, need_scale in (
+            (values_a, map_a, alpha, ctx.needs_input_grad[0], ctx.needs_input_grad[5]),
+            (values_b, map_b, beta, ctx.needs_input_grad[2], ctx.needs_input_grad[6])):
+        grads.append(ops.gather_scaled(grad, index, scale) if need_values else None)
+        grads.append(_scale_grad(ops.gather_scaled(grad, index) * values, scale)
+                     if need_scale else None)
+    grad_a, grad_alpha, grad_b, grad_beta = grads
+    return grad_a, None, grad_b, None, None, grad_alpha, grad_beta
+
+
+torch.library.register_autograd("learnsolve::csr_add_values", _add_backward,
+                                setup_context=_add_setup)
+
+
+# --------------------------------------------------------------------------- C = A B
+# d A = (G B^T) ⊙ mask(A) = spgemm_masked(A; G, B)
+# d B = (A^T G) ⊙ mask(B) = spgemm_grad_b(A; G; B)
+# Only entries inside the masks are computed; nothing is transposed.
+
+def _ncols_last_setup(ctx, inputs, output):
+    """spgemm_numeric's and spgemm_grad_b's: eight tensors, then ``ncols``."""
+    *tensors, ncols = inputs
+    ctx.ncols = ncols
+    ctx.save_for_backward(*tensors)
+
+
+def _spgemm_backward(ctx, grad):
+    crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c = ctx.saved_tensors
+    grad_a = grad_b = None
+    if ctx.needs_input_grad[2]:
+        grad_a = ops.spgemm_masked(crow_a, col_a, crow_c, col_c, grad, crow_b, col_b, values_b,
+                                   ctx.ncols)
+    if ctx.needs_input_grad[5]:
+        grad_b = ops.spgemm_grad_b(crow_a, col_a, values_a, crow_c, col_c, grad, crow_b, col_b,
+                                   ctx.ncols)
+    return None, None, grad_a, None, None, grad_b, None, None, None
+
+
+torch.library.register_autograd("learnsolve::spgemm_numeric", _spgemm_backward,
+                                setup_context=_ncols_last_setup)
+
+
+# --------------------------------------------------------------------------- (A^T G) ⊙ mask(B)
+# out[(k, j)] = sum_i A[i, k] G[i, j], bilinear in A and G; with incoming H on B's pattern:
+# d A = (G H^T) ⊙ mask(A) = spgemm_masked(A; G, H)
+# d G = (A H) ⊙ mask(C)   = spgemm_masked(C; A, H^T)
+# (double backward of SpGEMM only: the transpose of B is computed per call)
+
+def _grad_b_backward(ctx, h):
+    crow_a, col_a, values_a, crow_c, col_c, grad_c, crow_b, col_b = ctx.saved_tensors
+    grad_values_a = grad_grad_c = None
+    if ctx.needs_input_grad[2]:
+        grad_values_a = ops.spgemm_masked(crow_a, col_a, crow_c, col_c, grad_c, crow_b, col_b, h,
+                                          ctx.ncols)
+    if ctx.needs_input_grad[5]:
+        bt_crow, bt_col, bt_perm = ops.transpose(crow_b, col_b, ctx.ncols)
+        grad_grad_c = ops.spgemm_masked(crow_c, col_c, crow_a, col_a, values_a, bt_crow, bt_col,
+                                        ops.gather_scaled(h, bt_perm), crow_b.shape[0] - 1)
+    return None, None, grad_values_a, None, None, grad_grad_c, None, None, None
+
+
+torch.library.register_autograd("learnsolve::spgemm_grad_b", _grad_b_backward,
+                                setup_context=_ncols_last_setup)
+
+
+# --------------------------------------------------------------------------- (V W^T) ⊙ mask(M)
+# out[p] = sum_i V[r(p), i] W[c(p), i]
+# d V = (S(g) W) ⊙ mask(V)   = spgemm_masked(V; S(g), W^T)
+# d W = (S(g)^T V) ⊙ mask(W) = spgemm_masked(W; S(g)^T, V^T)
+# (double backward of SpGEMM only: the transposes here are computed per call)
+
+def _masked_setup(ctx, inputs, output):
+    crow_m, col_m, crow_v, col_v, values_v, crow_w, col_w, values_w, inner = inputs
+    ctx.inner = inner
+    ctx.save_for_backward(crow_m, col_m, crow_v, col_v, values_v, crow_w, col_w, values_w)
+
+
+def _masked_backward(ctx, grad):
+    crow_m, col_m, crow_v, col_v, values_v, crow_w, col_w, values_w = ctx.saved_tensors
+    inner = ctx.inner
+    nrows_m = crow_m.shape[0] - 1
+    ncols_m = crow_w.shape[0] - 1
+    grad_v = grad_w = None
+    if ctx.needs_input_grad[4]:
+        wt_crow, wt_col, wt_perm = ops.transpose(crow_w, col_w, inner)
+        grad_v = ops.spgemm_masked(crow_v, col_v, crow_m, col_m, grad, wt_crow, wt_col,
+                                   ops.gather_scaled(values_w, wt_perm), ncols_m)
+    if ctx.needs_input_grad[7]:
+        mt_crow, mt_col, mt_perm = ops.transpose(crow_m, col_m, ncols_m)
+        vt_crow, vt_col, vt_perm = ops.transpose(crow_v, col_v, inner)
+        grad_w = ops.spgemm_masked(crow_w, col_w, mt_crow, mt_col,
+                                   ops.gather_scaled(grad, mt_perm), vt_crow, vt_col,
+                                   ops.gather_scaled(values_v, vt_perm), nrows_m)
+    return None, None, None, None, grad_v, None, None, grad_w, None
+
+
+torch.library.register_autograd("learnsolve::spgemm_masked", _masked_backward,
+                                setup_context=_masked_setup)
+
+
+# ----------------------------------------------------------------- ops without a gradient
+# ic0 and ilu compute a factorisation's values, and sptrsv_backward is the fused
+# backward of sptrsv, called only without a graph (a double backward builds the same
+# formulas from differentiable ops). None has a formula. Called on inputs that require
+# grad, their outputs get this node, whose backward refuses, instead of the autograd
+# fallback's, which would pass a gradient through as if the op were the identity.
+
+def _refuse(name: str, why: str):
+    def backward(ctx, *grads):
+        raise RuntimeError(f"learnsolve::{name} is not differentiable: {why}")
+    return backward
+
+
+for _name, _why in (
+        ("ic0", "the values of an incomplete factorisation have no gradient here; learn them "
+                "as parameters (IncompleteFactor) instead"),
+        ("ilu", "the values of an incomplete factorisation have no gradient here; learn them "
+                "as parameters (IncompleteFactor) instead"),
+        ("sptrsv_backward", "it is sptrsv's backward without a graph; a double backward goes "
+                            "through sptrsv's differentiable formulas")):
+    torch.library.register_autograd(f"learnsolve::{_name}", _refuse(_name, _why))
+del _name, _why
