@@ -360,7 +360,7 @@ def worse_than_others(table: SchwarzEvaluation) -> list[str]:
 def run_evaluation(args) -> dict:
     train = ProblemSet(partial(random_mesh_problem, h=0.08, num_parts=8, dtype=F64), 8, seed=0)
     model = interface_model()
-    trainer = Trainer(model, lr=LR, epochs=args.epochs, batch_size=VECTORS, seed=0,
+    trainer = Trainer(model, lr=LR, epochs=args.epochs, rhs_per_problem=VECTORS, seed=0,
                       distribution="uniform", progress=sys.stderr.isatty())
     start = time.perf_counter()
     trainer.fit(train)

@@ -93,7 +93,7 @@ def train(solver: str, seed: int, problems, validation, epochs: int
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Trainer.fit: no epoch beat the start")
-        trainer = Trainer(model, lr=1e-2, epochs=epochs, batch_size=8, seed=seed,
+        trainer = Trainer(model, lr=1e-2, epochs=epochs, rhs_per_problem=8, seed=seed,
                           progress=False, keep_best="val_loss").fit(problems,
                                                                     validation=validation)
     return net, time.perf_counter() - start, trainer.best_epoch_

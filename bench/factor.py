@@ -126,7 +126,7 @@ def train(problem: Problem, kind: str, fill: int, loss: str, ordering, epochs: i
                      keep_best="iterations")
     else:
         guard = dict(keep_best="val_loss")
-    trainer = Trainer(model, loss=LOSSES[loss], lr=1e-2, epochs=epochs, batch_size=8,
+    trainer = Trainer(model, loss=LOSSES[loss], lr=1e-2, epochs=epochs, rhs_per_problem=8,
                       seed=seed, progress=False, **guard)
     start = time.perf_counter()
     with warnings.catch_warnings():   # a kept start is reported in the summary instead

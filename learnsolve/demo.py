@@ -55,7 +55,7 @@ def learn_preconditioner(n: int = 8, epochs: int = 300, seed: int = 0, progress:
     problem = poisson_2d(n, dtype=torch.float64)
     print(f"\nlearning M = L L^T (L lower bidiagonal) for PCG on {problem}")
     trainer = Trainer(PCG(M=LowerFactor.banded(problem.A, 1)), lr=1e-2, epochs=epochs,
-                      batch_size=16, seed=seed, progress=progress).fit(problem)
+                      rhs_per_problem=16, seed=seed, progress=progress).fit(problem)
     print(f"loss (eq. 42) from {trainer.history_.loss[0]:.3f} to "
           f"{trainer.history_.loss[-1]:.3f} in {epochs} epochs")
     evaluation = trainer.evaluate([problem])

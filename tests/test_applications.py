@@ -27,7 +27,7 @@ def _expected_loss_minimiser(A):
 def test_jacobi_per_node_weights_fig7():
     problem = poisson_1d(16, dtype=F64)
     model = Jacobi(1.0, num_nodes=16).double()
-    trainer = Trainer(model, lr=1e-2, epochs=400, batch_size=32, seed=0, progress=False)
+    trainer = Trainer(model, lr=1e-2, epochs=400, rhs_per_problem=32, seed=0, progress=False)
     trainer.fit(problem)
     omega = model.omega.detach()
     interior, ends = omega[2:-2], omega[[0, -1]]
@@ -46,7 +46,7 @@ def test_heavyball_fig8():
     X = torch.randn(n, 64, dtype=F64, generator=torch.Generator().manual_seed(123))
     X = X / X.norm(dim=0)
     before = float(heavyball_loss(model, problem.A, X).detach())
-    trainer = Trainer(model, lr=1e-2, epochs=200, batch_size=16, seed=0, progress=False).fit(
+    trainer = Trainer(model, lr=1e-2, epochs=200, rhs_per_problem=16, seed=0, progress=False).fit(
         problem)
     after = float(heavyball_loss(model, problem.A, X).detach())
     assert after < 0.2 * before
@@ -57,7 +57,7 @@ def test_pcg_learned_lower_factor_fig11():
     problem = poisson_2d(8, dtype=F64)
     A = problem.A
     model = PCG(M=LowerFactor.banded(A, 1))
-    Trainer(model, lr=1e-2, epochs=300, batch_size=16, seed=0, progress=False).fit(problem)
+    Trainer(model, lr=1e-2, epochs=300, rhs_per_problem=16, seed=0, progress=False).fit(problem)
     b = problem.random_rhs(seed=7)
     with torch.no_grad():
         learned = PCG(M=model.M, rtol=1e-6)(A, b)
@@ -72,7 +72,7 @@ def test_spai_gradient_descent_reaches_classical_fig19():
     classical = float(spai_loss(spai_classical(A), A))
     model = SPAI(A)  # M = mask(A), as the paper
     start = float(spai_loss(model, A).detach())
-    Trainer(model, lr=2e-2, epochs=400, batch_size=1, seed=0, progress=False).fit(problem)
+    Trainer(model, lr=2e-2, epochs=400, rhs_per_problem=1, seed=0, progress=False).fit(problem)
     reached = float(spai_loss(model, A).detach())
     assert start > 10 * classical
     assert reached <= 1.03 * classical

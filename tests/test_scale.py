@@ -166,7 +166,7 @@ def test_learned_interface_trains_the_same_on_scaled_matrices():
     problem = lognormal(12).with_partition(4, overlap=1)
 
     def train(p):
-        return Trainer(RAS(interface=_interface_net()), lr=1e-2, epochs=3, batch_size=4,
+        return Trainer(RAS(interface=_interface_net()), lr=1e-2, epochs=3, rhs_per_problem=4,
                        distribution="uniform", seed=0, progress=False).fit(p)
     reference = train(problem).history_.loss
     for c in SCALES:

@@ -382,7 +382,7 @@ def trained():
     problems = ProblemSet(functools.partial(random_mesh_problem, h=0.12, num_parts=6,
                                             dtype=F64), 6, seed=0)
     model = RAS(interface=InterfaceNet(hidden=16, layers=2).double())
-    trainer = Trainer(model, lr=1e-3, epochs=40, batch_size=8, seed=0, progress=False,
+    trainer = Trainer(model, lr=1e-3, epochs=40, rhs_per_problem=8, seed=0, progress=False,
                       distribution="uniform").fit(problems)
     return model, trainer, problems
 

@@ -243,7 +243,7 @@ def test_a_robin_weight_trained_for_gmres_lowers_its_loss():
     train = [random_mesh_problem(seed, h=0.12, num_parts=8, dtype=F64) for seed in range(3)]
     interface = RobinInterface(0.0, learnable=True)
     model = GMRES(M=RAS(interface=interface, coarse="nicolaides"))
-    trainer = Trainer(model, lr=0.05, epochs=10, batch_size=16, seed=0, progress=False)
+    trainer = Trainer(model, lr=0.05, epochs=10, rhs_per_problem=16, seed=0, progress=False)
     trainer.fit(train, validation=train)
     assert trainer.history_.val_loss[-1] < trainer.history_.val_loss[0]
     assert float(interface.alpha.detach()) != 0.0

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from cases import DEVICES
-from learnsolve.callbacks import Callback, EarlyStopping, LRScheduler
+from learnsolve.train import Callback, EarlyStopping, LRScheduler
 from learnsolve.problems import Problem, ProblemSet, poisson_1d, poisson_2d
 from learnsolve.evaluation import Evaluation
 from learnsolve.train import History, Trainer
@@ -113,7 +113,7 @@ def problems_1d(sizes=(8, 10, 12)) -> list[Problem]:
 def test_loss_falls_to_the_optimal_weights():
     p = poisson_1d(16, dtype=F64)
     model = NodeJacobi(16)
-    trainer = quiet(model, lr=0.02, epochs=100, batch_size=32, seed=0)
+    trainer = quiet(model, lr=0.02, epochs=100, rhs_per_problem=32, seed=0)
     assert trainer.fit(p) is trainer
     # The expected loss is a quadratic in omega: its minimiser in closed form.
     A = p.A.to_dense()
@@ -149,7 +149,7 @@ def test_batches_are_unit_vectors_and_each_epoch_visits_every_problem_once():
     names = [f"p{i}" for i in range(5)]
     problems = [Problem(poisson_1d(6, dtype=F64).A, name=name) for name in names]
     model = Recorder()
-    quiet(model, epochs=4, batch_size=3, seed=1).fit(problems)
+    quiet(model, epochs=4, rhs_per_problem=3, seed=1).fit(problems)
     assert len(model.seen) == 20
     orders = [[name for name, _, _ in model.seen[5 * e:5 * e + 5]] for e in range(4)]
     assert all(sorted(order) == names for order in orders)
@@ -162,7 +162,7 @@ def test_batches_are_unit_vectors_and_each_epoch_visits_every_problem_once():
 
 def test_uniform_vectors_as_the_domain_decomposition_loss_draws_them():
     model = Recorder()
-    quiet(model, epochs=3, batch_size=4, seed=1, distribution="uniform").fit(
+    quiet(model, epochs=3, rhs_per_problem=4, seed=1, distribution="uniform").fit(
         problems_1d((10,)))
     for _, X, _ in model.seen:
         assert bool((X >= 0).all()) and X.shape == (10, 4)
@@ -191,7 +191,7 @@ def test_a_problem_set_and_a_custom_loss_and_optimizer():
 def test_lbfgs_by_closure():
     p = poisson_1d(16, dtype=F64)
     model = NodeJacobi(16)
-    trainer = quiet(model, optimizer=torch.optim.LBFGS, lr=0.5, epochs=10, batch_size=64,
+    trainer = quiet(model, optimizer=torch.optim.LBFGS, lr=0.5, epochs=10, rhs_per_problem=64,
                     seed=0)
     trainer.fit(p)
     A = p.A.to_dense()
@@ -258,7 +258,7 @@ def test_seeds_reproduce_and_differ_and_leave_torch_alone():
 @pytest.mark.parametrize("device", DEVICES)
 def test_device_moves_model_and_problems(device):
     model = Recorder()
-    trainer = quiet(model, epochs=1, batch_size=2, device=device, seed=0)
+    trainer = quiet(model, epochs=1, rhs_per_problem=2, device=device, seed=0)
     trainer.fit(poisson_1d(8, dtype=F64))
     assert model.omega.device.type == device
     assert all(d.type == device and X.device.type == device for _, X, d in model.seen)
@@ -413,7 +413,7 @@ def test_non_finite_at_the_first_step_keeps_the_start():
 
 # ---------------------------------------------------------------------- save / load
 def resumable(model, epochs):
-    return quiet(model, epochs=epochs, batch_size=4, seed=7, lr=0.05, callbacks=[
+    return quiet(model, epochs=epochs, rhs_per_problem=4, seed=7, lr=0.05, callbacks=[
         # LambdaLR: building it resets the learning rate, which a resume must undo.
         LRScheduler(torch.optim.lr_scheduler.LambdaLR, lr_lambda=lambda e: 0.5 ** (e // 3)),
         EarlyStopping(patience=100)])

@@ -141,7 +141,7 @@ def test_ties_keep_the_start_and_non_finite_values_never_win():
 
 def test_the_start_loss_is_measured_on_fixed_vectors():
     model = jacobi()
-    trainer = quiet(model, epochs=2, batch_size=4, keep_best="loss")
+    trainer = quiet(model, epochs=2, rhs_per_problem=4, keep_best="loss")
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         expected = float(model.loss(P1, P1.random_rhs(4, generator=generator, normalize=True)))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from learnsolve.callbacks import EarlyStopping, LRScheduler
+from learnsolve.train import EarlyStopping, LRScheduler
 from learnsolve.problems import poisson_2d
 from learnsolve.solvers.cg import PCG
 from learnsolve.solvers.factor import LowerFactor
@@ -74,7 +74,7 @@ def problems():
 
 def trainer(loss=None, optimizer="adam", epochs=EPOCHS) -> Trainer:
     return Trainer(pcg(problems()[0]), loss=loss or Faults(), optimizer=optimizer, lr=0.02,
-                   epochs=epochs, batch_size=4, seed=7, progress=False, callbacks=[
+                   epochs=epochs, rhs_per_problem=4, seed=7, progress=False, callbacks=[
                        LRScheduler(torch.optim.lr_scheduler.LambdaLR,
                                    lr_lambda=lambda e: 0.5 ** (e // 4)),
                        # Not restore_best: the parameters compared are the last ones.

@@ -1,9 +1,12 @@
-"""Callbacks of the :class:`~learnsolve.train.Trainer`: hooks into its loop, early stopping
-and learning-rate schedules.
+"""Callbacks of the :class:`~learnsolve.train.Trainer`: hooks into its loop at fit, epoch,
+step and gradient level, and the callbacks built on them (early stopping, learning-rate
+schedules, the progress bar, periodic checkpoints).
 
 A callback subclasses :class:`Callback` and overrides the hooks it needs; the
-others do nothing. It stops training by setting ``trainer.stop_training =
-True`` (the epoch under way finishes first). What it must remember across a
+others do nothing. The trainer calls them through
+:meth:`~learnsolve.train.Trainer.notify`, with keyword arguments. A callback
+stops training by setting ``trainer.stop_training = True`` (the epoch under
+way finishes first). What it must remember across a
 :meth:`~learnsolve.train.Trainer.save` / ``load`` it returns from
 :meth:`Callback.state_dict` (tensors, numbers, strings, lists and dicts only).
 """
@@ -11,34 +14,47 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from importlib.util import find_spec
 
 import torch
 
-__all__ = ["Callback", "EarlyStopping", "LRScheduler"]
+from ..core.validation import check_count
+from .checkpoint import clone_state
 
-
-def _clone(state):
-    """A copy of a state dict whose tensors do not share memory with the original."""
-    if isinstance(state, torch.Tensor):
-        return state.detach().clone()
-    if isinstance(state, dict):
-        return {k: _clone(v) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(_clone(v) for v in state)
-    return state
+__all__ = ["Callback", "Checkpoint", "EarlyStopping", "LRScheduler", "ProgressBar"]
 
 
 class Callback:
     """Base of the callbacks: every hook does nothing.
 
-    Hooks, in the order the trainer calls them: ``on_fit_start(trainer)``
-    once per :meth:`~learnsolve.train.Trainer.fit` (the optimizer exists),
-    ``on_epoch_start(trainer, epoch)`` and ``on_epoch_end(trainer, epoch,
-    logs)`` around each epoch (``logs`` is the epoch's history entry), and
-    ``on_fit_end(trainer)`` when the loop ends, however it ends short of an
-    exception. A ``fit`` that resumes an epoch stopped in its middle (by an
-    exception or a non-finite loss, possibly saved and loaded) calls
-    ``on_epoch_start`` for it again; ``on_epoch_end`` comes once per epoch.
+    Hooks, in the order the trainer calls them (by keyword, through
+    :meth:`~learnsolve.train.Trainer.notify`):
+
+    - ``on_fit_start(trainer)``: once per :meth:`~learnsolve.train.Trainer.fit`
+      (the optimizer exists);
+    - ``on_epoch_start(trainer, epoch)``: before each epoch;
+    - ``on_step_start(trainer, step, problems, X)``: before each optimizer
+      step (``step`` counted in the epoch) on ``problems`` and their blocks
+      of vectors ``X`` (lists, one entry per problem);
+    - ``on_gradient(trainer, step, loss)``: after the backward pass, before
+      the optimizer moves anything; the gradients are in ``p.grad`` of the
+      model's parameters, which the hook may inspect or change (clip, say).
+      ``loss`` is the step's loss (a float). A closure optimizer (LBFGS)
+      calls it at each evaluation of its closure;
+    - ``on_step_end(trainer, step, loss)``: after the step, with its loss
+      (measured before it);
+    - ``on_epoch_end(trainer, epoch, logs)``: after each epoch, ``logs`` its
+      history entry;
+    - ``on_fit_end(trainer)``: when the loop ends, however it ends short of
+      an exception (all epochs done, stopped, a non-finite loss or gradient);
+    - ``on_exception(trainer, error)``: instead of ``on_fit_end`` when an
+      exception ends ``fit`` (after the trainer undid the step it interrupted).
+
+    A ``fit`` that resumes an epoch stopped in its middle (by an exception or
+    a non-finite loss, possibly saved and loaded) calls ``on_epoch_start`` for
+    it again; ``on_epoch_end`` comes once per epoch. A step undone (a
+    non-finite loss or gradient, an exception) gets no ``on_step_end``.
 
     Examples
     --------
@@ -47,6 +63,12 @@ class Callback:
     ...         print(f"epoch {epoch}: {logs['loss']:.3f}")
     >>> PrintLoss().on_epoch_end(None, 0, {"loss": 0.5})
     epoch 0: 0.500
+
+    Clipping the gradients of every step:
+
+    >>> class Clip(Callback):
+    ...     def on_gradient(self, trainer, step, loss):
+    ...         torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), 1.0)
     """
 
     def on_fit_start(self, trainer) -> None:
@@ -56,11 +78,24 @@ class Callback:
         """Called before epoch ``epoch`` (counted from 0 over the whole training), and
         again before its remaining steps when a ``fit`` resumes it in its middle."""
 
+    def on_step_start(self, trainer, step: int | None, problems: list, X: list) -> None:
+        """Called before step ``step`` of the epoch on ``problems`` with vectors ``X``."""
+
+    def on_gradient(self, trainer, step: int | None, loss: float) -> None:
+        """Called after the backward pass of step ``step``, before the optimizer's step:
+        the parameters' ``grad`` may be inspected or modified."""
+
+    def on_step_end(self, trainer, step: int | None, loss: float) -> None:
+        """Called after step ``step`` with its loss (measured before the step)."""
+
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
         """Called after epoch ``epoch`` with its history entry ``logs``."""
 
     def on_fit_end(self, trainer) -> None:
         """Called when ``fit`` ends (all epochs done, stopped, or a non-finite loss)."""
+
+    def on_exception(self, trainer, error: BaseException) -> None:
+        """Called when an exception ends ``fit`` (it is raised again after the hooks)."""
 
     def state_dict(self) -> dict:
         """What a resumed training needs of this callback (default: nothing); saved
@@ -126,7 +161,6 @@ class EarlyStopping(Callback):
 
     Examples
     --------
-    >>> import torch
     >>> from learnsolve.train import Trainer
     >>> from learnsolve.problems import poisson_1d
     >>> from learnsolve.solvers.jacobi import Jacobi
@@ -178,7 +212,7 @@ class EarlyStopping(Callback):
         if self._improves(value):
             self.best_, self.best_epoch_, self.wait_ = value, epoch, 0
             if self.restore_best:
-                self._best_state = _clone(trainer.model.state_dict())
+                self._best_state = clone_state(trainer.model.state_dict())
             return
         self.wait_ += 1
         if self.wait_ >= self.patience:
@@ -233,7 +267,6 @@ class LRScheduler(Callback):
 
     Examples
     --------
-    >>> import torch
     >>> from learnsolve.train import Trainer
     >>> from learnsolve.problems import poisson_1d
     >>> from learnsolve.solvers.jacobi import Jacobi
@@ -283,3 +316,142 @@ class LRScheduler(Callback):
         name = getattr(self.scheduler, "__name__", repr(self.scheduler))
         args = "".join(f", {k}={v!r}" for k, v in self.kwargs.items())
         return f"LRScheduler({name}{args})"
+
+
+def _tqdm(**kwargs):
+    """A tqdm bar: the notebook widget where ipywidgets is installed, else text.
+
+    ``tqdm.auto`` warns ("IProgress not found") at import in a Jupyter kernel
+    without ipywidgets before it falls back to text; here the text bar is chosen
+    without the warning.
+    """
+    if find_spec("ipywidgets") is None:   # tqdm's notebook bar is an ipywidgets widget
+        from tqdm import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm(**kwargs)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over the epochs, with the last epoch's loss, validation loss and metrics.
+
+    The trainer adds one in front of its callbacks when built with
+    ``progress=True`` (its default) and none is among them. The bar is the
+    notebook widget in Jupyter where ipywidgets is installed, else text on
+    stderr.
+
+    Attributes
+    ----------
+    bar_ : tqdm or None
+        The bar of the ``fit`` under way.
+
+    Examples
+    --------
+    >>> import io
+    >>> from learnsolve import Trainer, problems, solvers
+    >>> text = io.StringIO()      # the keyword arguments go to tqdm
+    >>> trainer = Trainer(solvers.Jacobi(1.0, 8), epochs=2, progress=False,
+    ...                   callbacks=[ProgressBar(file=text)])
+    >>> _ = trainer.fit(problems.poisson_1d(8))
+    >>> "training: 100%" in text.getvalue() and "2/2" in text.getvalue()
+    True
+    """
+
+    def __init__(self, **kwargs):
+        self.kwargs = {"unit": "epoch", "desc": "training", **kwargs}
+        self.bar_ = None
+
+    def on_fit_start(self, trainer) -> None:
+        self.bar_ = _tqdm(total=trainer.epochs, initial=trainer.epochs_done_, **self.kwargs)
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
+        self.bar_.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
+                               if k not in ("epoch", "lr", "time")}, refresh=False)
+        self.bar_.update()
+
+    def _close(self) -> None:
+        if self.bar_ is not None:
+            self.bar_.close()
+            self.bar_ = None
+
+    def on_fit_end(self, trainer) -> None:
+        self._close()
+
+    def on_exception(self, trainer, error: BaseException) -> None:
+        self._close()
+
+    def __repr__(self) -> str:
+        return "ProgressBar()"
+
+
+class Checkpoint(Callback):
+    """Save the trainer (:meth:`~learnsolve.train.Trainer.save`) every ``every`` epochs.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file; ``{epoch}`` in it is replaced by the number of epochs done
+        (one file per checkpoint), else each checkpoint replaces the last.
+    every : int
+        Save after the epochs whose number of epochs done is a multiple of
+        ``every``, and after the last epoch of a ``fit``.
+
+    Attributes
+    ----------
+    saved_ : list of str
+        The files written, in order.
+
+    Notes
+    -----
+    The file is written once every callback has seen the epoch's end (at the
+    next ``on_epoch_start``, or at ``on_fit_end`` after the last epoch), so
+    that it holds their states after the epoch: a trainer built with the same
+    arguments and :meth:`~learnsolve.train.Trainer.load`-ed from it continues
+    the training as if it had not stopped. At ``on_fit_end`` the model holds
+    what the callbacks before this one left in it (``EarlyStopping`` may have
+    put its best parameters back).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from learnsolve.train import Trainer
+    >>> from learnsolve.problems import poisson_1d
+    >>> from learnsolve.solvers.jacobi import Jacobi
+    >>> path = os.path.join(tempfile.mkdtemp(), "epoch{epoch}.pt")
+    >>> save = Checkpoint(path, every=2)
+    >>> _ = Trainer(Jacobi(1.0, 8), epochs=5, seed=0, progress=False,
+    ...             callbacks=[save]).fit(poisson_1d(8))
+    >>> [os.path.basename(f) for f in save.saved_]
+    ['epoch2.pt', 'epoch4.pt', 'epoch5.pt']
+    >>> Trainer(Jacobi(1.0, 8), epochs=5, progress=False,
+    ...         callbacks=[Checkpoint(path)]).load(save.saved_[0]).epochs_done_
+    2
+    """
+
+    def __init__(self, path, every: int = 1):
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
+        self.path = os.fspath(path)
+        self.every = check_count(every, "every")
+        self.saved_ = []
+        self._due = False
+
+    def _save(self, trainer) -> None:
+        if self._due:
+            self._due = False
+            path = self.path.replace("{epoch}", str(trainer.epochs_done_))
+            trainer.save(path)
+            self.saved_.append(path)
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        self._save(trainer)
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
+        self._due = (epoch + 1) % self.every == 0
+
+    def on_fit_end(self, trainer) -> None:
+        self._due = self._due or trainer.stop_reason_ in ("epochs", "callback")
+        self._save(trainer)
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({self.path!r}, every={self.every})"
