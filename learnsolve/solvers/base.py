@@ -2,6 +2,7 @@
 preconditioner interface, and the checks of their operands."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import warnings
@@ -185,6 +186,13 @@ class PreconditionerOperator:
     name : str
         What the preconditioner is, for messages.
 
+    Attributes
+    ----------
+    message : str
+        What the set-up did that a solve should report (a learned factor
+        replaced by its classical fallback, say); PCG and GMRES add it to
+        their Solution's message. Empty by default.
+
     Examples
     --------
     >>> import torch
@@ -199,7 +207,8 @@ class PreconditionerOperator:
     True
     """
 
-    __slots__ = ("_apply", "_transpose", "shape", "dtype", "device", "symmetric", "name")
+    __slots__ = ("_apply", "_transpose", "shape", "dtype", "device", "symmetric", "name",
+                 "message")
 
     def __init__(self, apply: Apply, shape: tuple[int, int], dtype: torch.dtype,
                  device: torch.device, *, symmetric: bool = False,
@@ -210,6 +219,7 @@ class PreconditionerOperator:
         self.dtype, self.device = dtype, torch.device(device)
         self.symmetric = bool(symmetric)
         self.name = name
+        self.message = ""
 
     @classmethod
     def like(cls, A, apply: Apply, *, symmetric: bool = False, transpose: Apply | None = None,
@@ -351,6 +361,15 @@ def as_preconditioner(M, A: CSRMatrix | Operator, *, symmetric: bool = False
     V.check_same_device("A", A, "M", operator)
     transpose = operator.T.__matmul__ if isinstance(operator, CSRMatrix) else None
     return PreconditionerOperator.like(A, operator.__matmul__, transpose=transpose, name="M")
+
+
+def reported(solution: Solution, M: PreconditionerOperator | None) -> Solution:
+    """``solution`` with what setting ``M`` up reported (its ``message``) added to its
+    own message."""
+    if M is None or not M.message:
+        return solution
+    message = f"{solution.message}; {M.message}" if solution.message else M.message
+    return dataclasses.replace(solution, message=message)
 
 
 def bind_to_problem(M, problem):

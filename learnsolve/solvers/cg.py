@@ -13,7 +13,8 @@ from ..core.validation import check_bool
 from ..linalg._checks import check_square
 from .base import (IterativeSolver, MatrixCache, Operator, Solution, SystemMatrix,
                    as_preconditioner, bind_to_problem, check_history_weights, check_system,
-                   host_values, matrix_of, residual_norm, status_of, weighted_residuals)
+                   host_values, matrix_of, reported, residual_norm, status_of,
+                   weighted_residuals)
 from .implicit import check_implicit, implicit_solve
 
 __all__ = ["PCG", "check_spd", "pcg_loss"]
@@ -415,14 +416,14 @@ class PCG(IterativeSolver):
                 segment = _segment_lengths(maxiter, self.checkpoint_segments)
             apply_M = as_preconditioner(self.M, A, symmetric=True)
             run = _Run(A, apply_M, *settings, self.callback, segment)
-            return run.solve(b, x0)
+            return reported(run.solve(b, x0), apply_M)
         check_implicit(self.M, A)
         with torch.no_grad():
             apply_M = as_preconditioner(self.M, A, symmetric=True)
         matrix = A if matrix_free else A.detach()
         run = _Run(matrix, apply_M, *settings, self.callback)
         adjoint = _Run(matrix, apply_M, *settings)     # A and M symmetric: A^T = A, M^T = M
-        return implicit_solve(A, b, x0, run, adjoint)
+        return reported(implicit_solve(A, b, x0, run, adjoint), apply_M)
 
     def loss(self, problem, X: torch.Tensor) -> torch.Tensor:
         """The training loss: ``pcg_loss(self, problem, X)`` (eq. 42)."""

@@ -13,7 +13,8 @@ from torch.utils.checkpoint import checkpoint
 from ..core.csr import CSRMatrix
 from .base import (IterativeSolver, Operator, PreconditionerOperator, Solution, SystemMatrix,
                    as_preconditioner, bind_to_problem, check_history_weights, check_system,
-                   host_values, matrix_of, residual_norm, status_of, weighted_residuals)
+                   host_values, matrix_of, reported, residual_norm, status_of,
+                   weighted_residuals)
 from .implicit import check_implicit, implicit_solve
 
 __all__ = ["GMRES", "gmres_loss"]
@@ -359,13 +360,15 @@ class GMRES(IterativeSolver):
         maxiter = 10 * A.shape[0] if self.maxiter is None else self.maxiter
         settings = (self.restart, maxiter, self.rtol, self.atol)
         if self.differentiation == "unrolled":
-            run = _Run(A, as_preconditioner(self.M, A), *settings, self.callback, b.dim() == 2)
-            return run.solve(b, x0)
+            apply_M = as_preconditioner(self.M, A)
+            run = _Run(A, apply_M, *settings, self.callback, b.dim() == 2)
+            return reported(run.solve(b, x0), apply_M)
         check_implicit(self.M, A)
         with torch.no_grad():
             apply_M = as_preconditioner(self.M, A)
         run = _Run(A.detach(), apply_M, *settings, self.callback, b.dim() == 2)
-        return implicit_solve(A, b, x0, run, _Adjoint(A.detach(), self.M, apply_M, settings))
+        adjoint = _Adjoint(A.detach(), self.M, apply_M, settings)
+        return reported(implicit_solve(A, b, x0, run, adjoint), apply_M)
 
     def loss(self, problem, X: torch.Tensor) -> torch.Tensor:
         """The training loss: ``gmres_loss(self, problem, X)``."""
