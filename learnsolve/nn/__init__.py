@@ -5,17 +5,20 @@
   and the adjacency's stored values.
 * :class:`InterfaceNet`, :class:`MessagePassing`: learned interface conditions
   for restricted additive Schwarz (section 4.5).
+* :class:`FactorNet`: from a matrix to the values of its incomplete factor
+  (:class:`~learnsolve.solvers.NeuralFactor`).
 * :func:`train_node_classifier`, :func:`accuracy`: a plain training loop.
 * :class:`GraphData`, :func:`stochastic_block_model`, :func:`random_graph`,
   :func:`split_masks`, :func:`load_planetoid`: graphs without a download.
 """
 from .datasets import GraphData, random_graph, split_masks, stochastic_block_model
 from .coarse import CoarseNet
+from .factor_net import FactorNet
 from .gcn import GCN, GCNConv, gcn_norm
 from .interface import InterfaceNet, MessagePassing
 from .planetoid import load_planetoid
 from .training import NodeClassificationHistory, accuracy, train_node_classifier
 
-__all__ = ["CoarseNet", "GCNConv", "GCN", "gcn_norm", "InterfaceNet", "MessagePassing", "GraphData", "random_graph", "split_masks",
+__all__ = ["CoarseNet", "FactorNet", "GCNConv", "GCN", "gcn_norm", "InterfaceNet", "MessagePassing", "GraphData", "random_graph", "split_masks",
            "stochastic_block_model", "load_planetoid", "NodeClassificationHistory",
            "accuracy", "train_node_classifier"]

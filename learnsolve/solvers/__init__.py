@@ -34,11 +34,12 @@ from .incomplete import IncompleteCholesky, IncompleteFactor, IncompleteLU
 from .heavyball import Heavyball, heavyball_loss
 from .jacobi import Jacobi, jacobi_loss
 from .losses import inverse_loss, low_frequency_loss, sketched_loss
+from .neural import NeuralFactor
 from .schwarz import RAS, RobinInterface, Subdomains, best_robin, ras_loss
 from .spai import SPAI, ClassicalSPAI, spai_classical, spai_loss
 
 __all__ = ["AMG", "ClassicalSPAI", "GMRES", "Heavyball", "IncompleteCholesky", "IncompleteFactor",
            "IncompleteLU", "IterativeSolver", "Jacobi",
-           "LowerFactor", "PCG", "Preconditioner", "PreconditionerOperator", "RAS", "RobinInterface", "SPAI", "Solution",
+           "LowerFactor", "NeuralFactor", "PCG", "Preconditioner", "PreconditionerOperator", "RAS", "RobinInterface", "SPAI", "Solution",
            "Subdomains", "best_robin", "check_spd", "gmres_loss", "heavyball_loss", "inverse_loss", "jacobi_loss", "low_frequency_loss",
            "pcg_loss", "ras_loss", "sketched_loss", "spai_classical", "spai_loss"]
