@@ -27,8 +27,10 @@ from .convection import convection_diffusion_2d, recirculating_wind
 from .decomposition import Partition, adjacency, partition
 from .diffusion import (JumpCoefficient, LognormalCoefficient, diffusion_2d, edge_coefficients,
                         jump_coefficient, lognormal_coefficient)
-from .factories import (GEOMETRIES, floating_subdomains, random_grid_problem,
-                        random_mesh_problem, random_schwarz_problem)
+from .batch import batch_problems, block_rhs, unbatch
+from .factories import (GEOMETRIES, SPD_FAMILIES, floating_subdomains,
+                        random_anisotropic_problem, random_grid_problem, random_mesh_problem,
+                        random_schwarz_problem, random_spd_problem)
 from .fem import (discretisation_error, element_coefficient, fem_problem, load_vector,
                   lumped_mass, stiffness_matrix)
 from .gallery import EXAMPLES, anisotropic_diffusion, load_example, stencil_problem
@@ -51,6 +53,7 @@ __all__ = [
     "EXAMPLES", "load_example", "stencil_problem", "anisotropic_diffusion",
     "Partition", "partition", "adjacency",
     "GEOMETRIES", "random_mesh_problem", "random_grid_problem", "random_schwarz_problem",
-    "floating_subdomains",
+    "floating_subdomains", "SPD_FAMILIES", "random_anisotropic_problem", "random_spd_problem",
+    "batch_problems", "block_rhs", "unbatch",
     "plot_mesh", "plot_field", "plot_sparsity",
 ]

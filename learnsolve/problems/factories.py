@@ -11,9 +11,11 @@ from . import mesh as meshes
 from .decomposition import Partition
 from .diffusion import JumpCoefficient, LognormalCoefficient, diffusion_2d
 from .fem import fem_problem
+from .gallery import anisotropic_diffusion
 from .problem import Problem
 
-__all__ = ["GEOMETRIES", "random_mesh_problem", "random_grid_problem", "random_schwarz_problem",
+__all__ = ["GEOMETRIES", "SPD_FAMILIES", "random_mesh_problem", "random_grid_problem",
+           "random_anisotropic_problem", "random_spd_problem", "random_schwarz_problem",
            "floating_subdomains"]
 
 #: The geometries :func:`random_mesh_problem` knows (``"any"`` draws one of them).
@@ -78,6 +80,7 @@ def random_mesh_problem(seed: int, index: int = 0, *, h: float = 0.1,
     k = _coefficient(coefficient, int(rng.integers(2**63)), mesh.points)
     problem = fem_problem(mesh, k, seed=seed % 2**63, dtype=dtype, device=device)
     problem.info["coefficient"] = k
+    problem.info["family"] = f"FEM {geometry}"
     if num_parts is not None:
         problem = problem.with_partition(num_parts, overlap)
     return problem
@@ -99,9 +102,86 @@ def random_grid_problem(seed: int, index: int = 0, *, n: int = 32, coefficient="
     rng = np.random.default_rng(seed)
     k = _coefficient(coefficient, int(rng.integers(2**63)), np.array([[0.0, 0.0], [1.0, 1.0]]))
     problem = diffusion_2d(n, n, k, seed=seed % 2**63, dtype=dtype, device=device)
+    problem.info["family"] = coefficient if isinstance(coefficient, str) else "grid"
     if num_parts is not None:
         problem = problem.with_partition(num_parts, overlap)
     return problem
+
+
+def random_anisotropic_problem(seed: int, index: int = 0, *, n: int = 32,
+                               epsilon: tuple[float, float] = (1e-3, 1.0),
+                               dtype: torch.dtype | None = None, device=None) -> Problem:
+    """Rotated anisotropic diffusion (:func:`~learnsolve.problems.anisotropic_diffusion`,
+    bilinear elements) on an ``n x n`` grid with a random strength and direction:
+    ``epsilon`` log-uniform in the range, the angle uniform in ``[0, pi)``. Its
+    matrices have positive off-diagonal entries and eight neighbours a node, which
+    the five-point grids never show a learned preconditioner.
+
+    Examples
+    --------
+    >>> from learnsolve.problems import ProblemSet, random_anisotropic_problem
+    >>> problems = ProblemSet(random_anisotropic_problem, 3, seed=0)
+    >>> len({round(p.info["epsilon"], 6) for p in problems}), problems[0].info["family"]
+    (3, 'anisotropic')
+    """
+    low, high = (float(v) for v in epsilon)
+    if not 0 < low <= high:
+        raise ValueError(f"epsilon: expected 0 < low <= high, got {epsilon!r}")
+    rng = np.random.default_rng([seed, 0xA2])
+    eps = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    theta = float(rng.uniform(0.0, np.pi))
+    problem = anisotropic_diffusion(n, epsilon=eps, theta=theta, seed=seed % 2**63, dtype=dtype,
+                                    device=device)
+    problem.info.update(family="anisotropic", epsilon=eps, theta=theta)
+    return problem
+
+
+#: The families :func:`random_spd_problem` draws from.
+SPD_FAMILIES = ("lognormal", "jump", "fem", "anisotropic")
+
+
+def random_spd_problem(seed: int, index: int = 0, *, nodes: tuple[int, int] = (200, 1_000),
+                       families: tuple[str, ...] = SPD_FAMILIES,
+                       dtype: torch.dtype | None = None, device=None) -> Problem:
+    """An SPD problem of a family drawn from ``families`` (uniformly) with about a number
+    of unknowns drawn log-uniformly from ``nodes``: the mixture a learned
+    preconditioner meant for unseen matrices trains on.
+
+    ``"lognormal"`` and ``"jump"``: diffusion on a square grid with that random
+    coefficient (:func:`random_grid_problem`); ``"fem"``: P1 elements on a
+    random domain of any geometry with a lognormal coefficient
+    (:func:`random_mesh_problem`); ``"anisotropic"``:
+    :func:`random_anisotropic_problem`. ``info["family"]`` names what was
+    drawn.
+
+    Examples
+    --------
+    >>> from learnsolve.problems import ProblemSet, random_spd_problem
+    >>> problems = ProblemSet(random_spd_problem, 8, seed=0)
+    >>> sorted({p.info["family"].split()[0] for p in problems})
+    ['FEM', 'anisotropic', 'jump', 'lognormal']
+    >>> all(150 < p.num_nodes < 1_300 for p in problems)
+    True
+    """
+    low, high = (int(v) for v in nodes)
+    if not 1 <= low <= high:
+        raise ValueError(f"nodes: expected 1 <= low <= high, got {nodes!r}")
+    unknown = [f for f in families if f not in SPD_FAMILIES]
+    if not families or unknown:
+        raise ValueError(f"families: expected a non-empty subset of {SPD_FAMILIES}, got "
+                         f"{families!r}")
+    rng = np.random.default_rng([seed, 0x5D])
+    family = families[int(rng.integers(len(families)))]
+    target = int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))
+    options = dict(dtype=dtype, device=device)
+    if family == "fem":
+        area = float(random_mesh_problem(seed, h=0.25, geometry="any", **options).mesh.areas.sum())
+        return random_mesh_problem(seed, h=meshes.mesh_size(target, area), geometry="any",
+                                   coefficient="lognormal", **options)
+    n = max(2, round(target ** 0.5))
+    if family == "anisotropic":
+        return random_anisotropic_problem(seed, n=n, **options)
+    return random_grid_problem(seed, n=n, coefficient=family, **options)
 
 
 def floating_subdomains(problem: Problem, partition: Partition | None = None) -> int:

@@ -22,9 +22,10 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..core.validation import check_count
+from ..core.validation import check_bool, check_count
 from ..evaluation import (BASELINES, Evaluation, as_problems, compare_preconditioners,
                           preconditioner_of)
+from ..problems.batch import batch_problems, block_rhs
 from ..problems.problem import Problem, ProblemSet
 from . import checkpoint
 from .best import KeepBest
@@ -99,6 +100,17 @@ class Trainer(KeepBest):
         takes the problems in its shuffled order, ``problems_per_step`` at a
         time (the last step what is left): ``ceil(len(problems) /
         problems_per_step)`` steps. With 1, one step per problem.
+    batch : bool
+        With ``problems_per_step > 1``: the problems of a step are one
+        block-diagonal problem (:func:`~learnsolve.problems.batch_problems`) and
+        their vectors one block with a column set per problem
+        (:func:`~learnsolve.problems.block_rhs`), so that the loss is one call
+        (one graph for a network, one solve for all factors) instead of one
+        per problem. The same loss, to rounding, for a loss that is a mean over
+        the columns of a per-column quantity, as ``pcg_loss`` and
+        ``gmres_loss`` are; not for a loss of the matrix as a whole
+        (``spai_loss``). A model that needs a problem's partition cannot be
+        batched.
     rollback_device : str or torch.device, optional
         Where the copies that undo a step are kept (:class:`Rollback`): beside
         the parameters (default), or ``"cpu"`` to spare a GPU's memory.
@@ -225,7 +237,8 @@ class Trainer(KeepBest):
                  device: str | torch.device | None = None, seed: int | None = None,
                  callbacks: Sequence[Callback] = (), progress: bool = True,
                  metrics: dict[str, Callable] | None = None, keep_best: str | None = None, *,
-                 problems_per_step: int = 1, rollback_device: str | torch.device | None = None,
+                 problems_per_step: int = 1, batch: bool = False,
+                 rollback_device: str | torch.device | None = None,
                  batch_size: int | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -272,6 +285,7 @@ class Trainer(KeepBest):
         self.epochs = check_count(epochs, "epochs")
         self.rhs_per_problem = check_count(rhs_per_problem, "rhs_per_problem")
         self.problems_per_step = check_count(problems_per_step, "problems_per_step")
+        self.batch = check_bool(batch, "batch")
         self.distribution = distribution
         self.device = device
         self.rollback_device = rollback_device
@@ -535,10 +549,14 @@ class Trainer(KeepBest):
         optimizer = self.optimizer_
         params = [p for group in optimizer.param_groups for p in group["params"]]
         values = []
+        pairs = list(zip(problems, X))
+        if self.batch and len(problems) > 1:
+            batch = batch_problems(problems)
+            pairs = [(batch, block_rhs(batch, X))]
 
         def closure():
             optimizer.zero_grad()
-            losses = [self._loss(p, x) for p, x in zip(problems, X)]
+            losses = [self._loss(p, x) for p, x in pairs]
             loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
             value = float(loss.detach())
             if not math.isfinite(value):
