@@ -31,6 +31,7 @@ from .batch import batch_problems, block_rhs, unbatch
 from .factories import (GEOMETRIES, SPD_FAMILIES, floating_subdomains,
                         random_anisotropic_problem, random_grid_problem, random_mesh_problem,
                         random_schwarz_problem, random_spd_problem)
+from .files import load_matrix, matrix_files, save_matrix
 from .fem import (discretisation_error, element_coefficient, fem_problem, load_vector,
                   lumped_mass, stiffness_matrix)
 from .gallery import EXAMPLES, anisotropic_diffusion, load_example, stencil_problem
@@ -55,5 +56,6 @@ __all__ = [
     "GEOMETRIES", "random_mesh_problem", "random_grid_problem", "random_schwarz_problem",
     "floating_subdomains", "SPD_FAMILIES", "random_anisotropic_problem", "random_spd_problem",
     "batch_problems", "block_rhs", "unbatch",
+    "load_matrix", "save_matrix", "matrix_files",
     "plot_mesh", "plot_field", "plot_sparsity",
 ]

@@ -310,6 +310,18 @@ class _MovedProblem:
         return self.get(i).to(*self.args, **self.kwargs)
 
 
+class _FileProblem:
+    """Problem ``i`` of a set of files: ``load_matrix(paths[i])``, read when first asked
+    for and seeded as problem ``i`` of a factory set (picklable)."""
+
+    def __init__(self, paths: tuple, seed: int, options: dict):
+        self.paths, self.seed, self.options = paths, seed, options
+
+    def __call__(self, i: int) -> Problem:
+        from . import files     # looked up at each call: files imports this module
+        return files.load_matrix(self.paths[i], seed=_child_seed(self.seed, i), **self.options)
+
+
 class ProblemSet(Sequence):
     """A reproducible collection of problems: a distribution to train over.
 
@@ -365,6 +377,52 @@ class ProblemSet(Sequence):
             self._make = problems.__getitem__
         self._indices = tuple(range(count))
         self._cache: dict[int, Problem] | None = {} if cache else None
+
+    @classmethod
+    def from_files(cls, paths: Sequence, *, dtype: torch.dtype | None = None, device=None,
+                   symmetric: bool | None = None, seed: int = 0, cache: bool = True
+                   ) -> "ProblemSet":
+        """A set of the matrices of files (see :func:`~learnsolve.problems.load_matrix`),
+        read lazily: each when its problem is first accessed, one file per problem.
+
+        Creating the set reads no file; it checks that each exists and has a known
+        suffix. Problem ``i`` is ``load_matrix(paths[i], dtype=dtype, device=device,
+        symmetric=symmetric, seed=set.seed_of(i))``: named after its file, not
+        renamed; its seed derived from ``seed`` and ``i`` as in a factory set;
+        ``dtype`` (default: torch's default dtype) fixed when the set is made.
+        ``cache=True`` keeps the problems read; ``cache=False`` reads the file at
+        each access (one matrix in memory at a time when iterating). Subsets and
+        :meth:`split` read nothing either.
+
+        Parameters
+        ----------
+        paths : sequence of str or path-like
+            The files, in order (:func:`~learnsolve.problems.matrix_files` lists
+            a directory's).
+
+        Examples
+        --------
+        >>> import pathlib, tempfile
+        >>> from learnsolve.problems import ProblemSet, poisson_1d, save_matrix
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     paths = [save_matrix(poisson_1d(n), pathlib.Path(tmp) / f"p{n}.npz")
+        ...              for n in range(2, 7)]
+        ...     train, test = ProblemSet.from_files(paths, symmetric=True).split(0.4)
+        ...     [p.name for p in train], [p.num_nodes for p in test]
+        (['p3', 'p5', 'p6'], [2, 4])
+        """
+        import os
+
+        from .files import _checked_path
+        if isinstance(paths, (str, os.PathLike)):
+            raise TypeError("paths: expected a sequence of files, got one path (matrix_files "
+                            "lists the files of a directory)")
+        paths = tuple(_checked_path(path)[0] for path in paths)
+        problems = cls((), seed=seed, cache=cache)
+        problems._make = _FileProblem(paths, problems.seed, dict(
+            dtype=V.check_dtype(dtype), device=device, symmetric=symmetric))
+        problems._indices = tuple(range(len(paths)))
+        return problems
 
     @classmethod
     def _view(cls, parent: "ProblemSet", indices, make=None, cache=None) -> "ProblemSet":
