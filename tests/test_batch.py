@@ -59,8 +59,7 @@ def test_a_batch_has_the_mean_loss_and_gradient_of_its_problems(loss, make):
     separate.mean().backward()
     expected = [q.grad.clone() for q in M.parameters()]
     M.zero_grad()
-    batch = batch_problems(problems)
-    batched = loss(model, batch, block_rhs(batch, blocks), iterations=6)
+    batched = loss(model, batch_problems(problems), torch.cat(blocks), iterations=6)
     torch.testing.assert_close(batched, separate.mean(), rtol=1e-12, atol=0)
     batched.backward()
     for q, g in zip(M.parameters(), expected):
@@ -74,8 +73,28 @@ def test_a_fixed_preconditioner_batches_too():
     batch = batch_problems(problems)
     separate = torch.stack([gmres_loss(model, p, X, iterations=5)
                             for p, X in zip(problems, blocks)]).mean()
-    torch.testing.assert_close(gmres_loss(model, batch, block_rhs(batch, blocks), iterations=5),
+    torch.testing.assert_close(gmres_loss(model, batch, torch.cat(blocks), iterations=5),
                                separate, rtol=1e-12, atol=0)
+
+
+def test_pcg_solves_each_block_of_a_batch_as_its_own_system():
+    problems = _problems()
+    M = _factor()
+    blocks = _blocks(problems, seed=4)
+    batch = batch_problems(problems)
+    with torch.no_grad():
+        solution = PCG(M=M, rtol=1e-8)(batch.A, torch.cat(blocks), blocks=batch.info["offsets"])
+        alone = [PCG(M=M, rtol=1e-8)(p.A, X) for p, X in zip(problems, blocks)]
+    assert solution.converged
+    assert solution.iterations == max(s.iterations for s in alone)
+    assert solution.residuals.shape == (solution.iterations + 1, 9)
+    for x, s in zip(unbatch(batch, solution.x), alone):
+        torch.testing.assert_close(x, s.x, rtol=1e-10, atol=1e-12)
+    for p, s in enumerate(alone):        # each block's history, frozen once converged
+        history = solution.residuals[:s.iterations + 1, 3 * p:3 * p + 3]
+        torch.testing.assert_close(history, s.residuals, rtol=1e-9, atol=1e-14)
+    with pytest.raises(ValueError, match="blocks: expected offsets rising from 0"):
+        PCG(M=M)(batch.A, torch.cat(blocks), blocks=[0, 5, 3])
 
 
 def test_batched_training_follows_the_unbatched_one():

@@ -21,7 +21,7 @@ from .operators import Apply, Operator, SystemMatrix, as_operator
 __all__ = ["Solution", "Preconditioner", "PreconditionerOperator", "IterativeSolver",
            "Operator", "as_operator", "as_preconditioner", "preconditioner_of",
            "NotAPreconditioner", "check_system", "matrix_of", "MatrixCache", "STATUSES",
-           "Apply", "SystemMatrix", "bind_to_problem", "check_history_weights",
+           "Apply", "SystemMatrix", "bind_to_problem", "blocks_of", "check_history_weights",
            "weighted_residuals"]
 
 #: What :attr:`Solution.status` can be.
@@ -123,6 +123,13 @@ def matrix_of(problem) -> CSRMatrix:
     if isinstance(A, CSRMatrix):
         return A
     raise TypeError(f"problem: expected a Problem or a CSRMatrix, got {type(problem).__name__}")
+
+
+def blocks_of(problem) -> list[int] | None:
+    """The block offsets of a batch of problems (``info["offsets"]`` of
+    :func:`~learnsolve.problems.batch_problems`), None for anything else."""
+    info = getattr(problem, "info", None)
+    return info.get("offsets") if isinstance(info, dict) else None
 
 
 def check_history_weights(iterations, gamma) -> tuple[int, float]:

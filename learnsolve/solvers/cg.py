@@ -12,7 +12,8 @@ from ..core.csr import CSRMatrix
 from ..core.validation import check_bool
 from ..linalg._checks import check_spd
 from .base import (IterativeSolver, MatrixCache, Operator, Solution, SystemMatrix,
-                   as_preconditioner, bind_to_problem, check_history_weights, check_system,
+                   as_preconditioner, bind_to_problem, blocks_of, check_history_weights,
+                   check_system,
                    host_values, matrix_of, reported, residual_norm, status_of,
                    weighted_residuals)
 from .implicit import check_implicit, implicit_solve
@@ -33,6 +34,41 @@ def _check_spd_once(A: CSRMatrix) -> None:
 def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``u^T v``, per column of a block."""
     return torch.linalg.vecdot(u, v, dim=0)
+
+
+class _Blocks:
+    """The rows of each system of a block-diagonal batch (``offsets``: the first row of
+    each block, then the total), for PCG run on every block of every column as a
+    system of its own: inner products summed per block, scalars ``(blocks, k)``
+    broadcast back to the rows. A column of ``b`` then holds one right-hand side
+    per problem of the batch, and the solve is that of each problem alone, to
+    rounding."""
+
+    def __init__(self, offsets, n: int, device: torch.device):
+        offsets = [int(o) for o in offsets]
+        if offsets[0] != 0 or offsets[-1] != n or any(a > b for a, b in zip(offsets,
+                                                                             offsets[1:])):
+            raise ValueError(f"blocks: expected offsets rising from 0 to {n} (A's rows), got "
+                             f"{offsets[:3]}...{offsets[-1:]}")
+        self.count = len(offsets) - 1
+        sizes = torch.tensor(offsets, device=device).diff()
+        self.index = torch.repeat_interleave(torch.arange(self.count, device=device), sizes,
+                                             output_size=n)
+
+    def dot(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``u^T v`` per block (and column): ``(blocks,)`` or ``(blocks, k)``."""
+        return (u * v).new_zeros((self.count, *u.shape[1:])).index_add(0, self.index, u * v)
+
+    def norm(self, r: torch.Tensor) -> torch.Tensor:
+        """``||r||`` per block and column (a zero norm with a zero gradient, as
+        ``vector_norm``'s, not the NaN of ``sqrt``'s at 0)."""
+        square = self.dot(r, r)
+        positive = square > 0
+        return torch.where(positive, torch.where(positive, square, 1.0).sqrt(), 0.0)
+
+    def expand(self, scalar: torch.Tensor) -> torch.Tensor:
+        """Per-block scalars to the rows."""
+        return scalar[self.index]
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
@@ -67,8 +103,10 @@ class _Run:
     """
 
     def __init__(self, A: CSRMatrix | Operator, apply_M, maxiter: int, rtol: float, atol: float,
-                 callback=None, segment_length: Callable[[int], int] | None = None):
+                 callback=None, segment_length: Callable[[int], int] | None = None,
+                 blocks: _Blocks | None = None):
         self.A, self.apply_M, self.maxiter = A, apply_M, maxiter
+        self.blocks = blocks
         self.rtol, self.atol, self.callback = rtol, atol, callback
         # The iterations of segment k (one segment of all of them when not checkpointed).
         self.checkpointed = segment_length is not None
@@ -91,12 +129,22 @@ class _Run:
             raise ValueError(f"M: expected M r shaped like r {tuple(r.shape)}, got {got}")
         return z
 
+    def dot(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return _dot(u, v) if self.blocks is None else self.blocks.dot(u, v)
+
+    def norm(self, r: torch.Tensor) -> torch.Tensor:
+        return residual_norm(r) if self.blocks is None else self.blocks.norm(r)
+
+    def scale(self, scalar: torch.Tensor) -> torch.Tensor:
+        """A step's scalars (per column, or per block and column) as they multiply a vector."""
+        return scalar if self.blocks is None else self.blocks.expand(scalar)
+
     def solve(self, b: torch.Tensor, x0: torch.Tensor | None) -> Solution:
         A = self.A
         x = torch.zeros_like(b) if x0 is None else x0.clone()
         r = b if x0 is None else b - A @ x0
-        b_norm = residual_norm(b)
-        norm = residual_norm(r)
+        b_norm = self.norm(b)
+        norm = self.norm(r)
         self.threshold = host_values(torch.clamp(self.rtol * b_norm.detach(), min=self.atol))
         self.initial = host_values(norm)
         history = [norm.unsqueeze(0)]
@@ -105,7 +153,7 @@ class _Run:
             self.status = "maxiter"
         if self.status is None:
             p = self.precondition(r)
-            rz = _dot(r, p)
+            rz = self.dot(r, p)
             self.activate(self.initial, norm)
             self.broke(rz, 0, "r^T M r")
         while self.status is None:
@@ -115,6 +163,8 @@ class _Run:
                                   if self.checkpointed else segment[0](*segment[1:]))
             history.append(norms)
         residuals = torch.cat(history)
+        if self.blocks is not None:      # a column per block and column of b
+            residuals, b_norm = residuals.flatten(1), b_norm.flatten()
         return Solution(x, residuals, b_norm, self.iterations, self.status,
                         self.describe(residuals[-1], b_norm))
 
@@ -130,25 +180,25 @@ class _Run:
             step += 1
             if kind == 0:
                 Ap = self.A @ p
-                pAp = _dot(p, Ap)
+                pAp = self.dot(p, Ap)
                 if recording and self.broke(pAp, i, "p^T A p"):
                     break
             elif kind == 1:
-                alpha = _ratio(rz, pAp, self.masks[i])
+                alpha = self.scale(_ratio(rz, pAp, self.masks[i]))
                 x = torch.addcmul(x, alpha, p)
                 r = torch.addcmul(r, alpha, Ap, value=-1)
-                norms.append(residual_norm(r))
+                norms.append(self.norm(r))
                 if recording and self.updated(x, norms[-1]):
                     break
             elif kind == 2:
                 z = self.precondition(r)
-                rz_next = _dot(r, z)
+                rz_next = self.dot(r, z)
                 if recording:
                     self.activate(self.last, norms[-1])
                     if self.broke(rz_next, i + 1, "r^T M r"):
                         break
             else:
-                p = torch.addcmul(z, _ratio(rz_next, rz, self.masks[i + 1]), p)
+                p = torch.addcmul(z, self.scale(_ratio(rz_next, rz, self.masks[i + 1])), p)
                 rz = rz_next
         if recording:
             self.plans[index] = (start, step)
@@ -180,7 +230,9 @@ class _Run:
         if not any(bad):
             return False
         self.status = "breakdown"
-        column = f" in column {bad.index(True)}" if value.dim() else ""
+        where = bad.index(True)
+        column = "" if not value.dim() else f" in column {where}" if self.blocks is None else \
+            f" in block {where // (value.numel() // self.blocks.count)}"
         culprit = "A" if quantity == "p^T A p" else "the preconditioner M"
         self.message = (f"breakdown after {self.iterations} iterations: {quantity} <= 0{column}, "
                         f"{culprit} is not positive definite; x is the last iterate before it")
@@ -326,14 +378,23 @@ class PCG(IterativeSolver):
         self.checkpoint_segments = checkpoint_segments
         self.check_spd = check_bool(check_spd, "check_spd")
 
-    def forward(self, A: SystemMatrix, b: torch.Tensor, x0: torch.Tensor | None = None
-                ) -> Solution:
-        """Solve ``A x = b`` (A SPD, b ``(n,)`` or ``(n, k)``) from ``x0`` (default 0)."""
+    def forward(self, A: SystemMatrix, b: torch.Tensor, x0: torch.Tensor | None = None, *,
+                blocks=None) -> Solution:
+        """Solve ``A x = b`` (A SPD, b ``(n,)`` or ``(n, k)``) from ``x0`` (default 0).
+
+        ``blocks``: for a block-diagonal ``A`` and ``M`` (a batch of problems,
+        :func:`~learnsolve.problems.batch_problems`), the first row of each
+        block and then ``n`` (the batch's ``info["offsets"]``): each block of
+        each column is then solved as a system of its own (its own ``alpha``
+        and ``beta``, its own convergence), as if the problems were solved one
+        by one; ``Solution.residuals`` and ``b_norm`` have a column per block
+        and column of ``b`` (block-major)."""
         A, b, x0 = check_system(A, b, x0, matrix_free=True, symmetric=True)
         matrix_free = not isinstance(A, CSRMatrix)
         if self.check_spd and not matrix_free:
             _check_spd_once(A)
         n = A.shape[0]
+        blocks = None if blocks is None else _Blocks(blocks, n, b.device)
         maxiter = 10 * n if self.maxiter is None else self.maxiter
         settings = (maxiter, self.rtol, self.atol)
         if self.differentiation != "implicit":
@@ -341,14 +402,15 @@ class PCG(IterativeSolver):
             if self.differentiation == "checkpoint" and torch.is_grad_enabled():
                 segment = _segment_lengths(maxiter, self.checkpoint_segments)
             apply_M = as_preconditioner(self.M, A, symmetric=True)
-            run = _Run(A, apply_M, *settings, self.callback, segment)
+            run = _Run(A, apply_M, *settings, self.callback, segment, blocks)
             return reported(run.solve(b, x0), apply_M)
         check_implicit(self.M, A)
         with torch.no_grad():
             apply_M = as_preconditioner(self.M, A, symmetric=True)
         matrix = A if matrix_free else A.detach()
-        run = _Run(matrix, apply_M, *settings, self.callback)
-        adjoint = _Run(matrix, apply_M, *settings)     # A and M symmetric: A^T = A, M^T = M
+        run = _Run(matrix, apply_M, *settings, self.callback, blocks=blocks)
+        # A and M symmetric: A^T = A, M^T = M
+        adjoint = _Run(matrix, apply_M, *settings, blocks=blocks)
         return reported(implicit_solve(A, b, x0, run, adjoint), apply_M)
 
     def loss(self, problem, X: torch.Tensor) -> torch.Tensor:
@@ -433,4 +495,5 @@ def pcg_loss(model: PCG, problem, B: torch.Tensor, *, iterations: int = 4,
                  differentiation=model.differentiation,
                  checkpoint_segments=model.checkpoint_segments, check_spd=model.check_spd,
                  callback=model.callback)
-    return weighted_residuals(solver(matrix_of(problem), B), iterations, gamma, "pcg_loss")
+    solution = solver(matrix_of(problem), B, blocks=blocks_of(problem))
+    return weighted_residuals(solution, iterations, gamma, "pcg_loss")

@@ -12,9 +12,11 @@ from torch.utils.checkpoint import checkpoint
 
 from ..core.csr import CSRMatrix
 from .base import (IterativeSolver, Operator, PreconditionerOperator, Solution, SystemMatrix,
-                   as_preconditioner, bind_to_problem, check_history_weights, check_system,
+                   as_preconditioner, bind_to_problem, blocks_of, check_history_weights,
+                   check_system,
                    host_values, matrix_of, reported, residual_norm, status_of,
                    weighted_residuals)
+from ..problems.batch import block_rhs, unbatch
 from .implicit import check_implicit, implicit_solve
 
 __all__ = ["GMRES", "gmres_loss"]
@@ -479,6 +481,8 @@ def gmres_loss(model: GMRES, problem, B: torch.Tensor, *, iterations: int = 4,
             penalty_steps < 1:
         raise ValueError(f"penalty_steps: expected an integer >= 1, got {penalty_steps!r}")
     A = matrix_of(problem)
+    if blocks_of(problem) is not None:   # a batch: each problem's columns in columns of its own
+        B = block_rhs(problem, unbatch(problem, B))
     apply_M = as_preconditioner(bind_to_problem(model.M, problem), A)   # set up once
     solver = GMRES(apply_M, restart=iterations, maxiter=iterations, rtol=0.0, atol=0.0)
     loss = weighted_residuals(solver(A, B), iterations, gamma, "gmres_loss")

@@ -25,7 +25,7 @@ from torch import nn
 from ..core.validation import check_bool, check_count
 from ..evaluation import (BASELINES, Evaluation, as_problems, compare_preconditioners,
                           preconditioner_of)
-from ..problems.batch import batch_problems, block_rhs
+from ..problems.batch import batch_problems
 from ..problems.problem import Problem, ProblemSet
 from . import checkpoint
 from .best import KeepBest
@@ -103,14 +103,13 @@ class Trainer(KeepBest):
     batch : bool
         With ``problems_per_step > 1``: the problems of a step are one
         block-diagonal problem (:func:`~learnsolve.problems.batch_problems`) and
-        their vectors one block with a column set per problem
-        (:func:`~learnsolve.problems.block_rhs`), so that the loss is one call
-        (one graph for a network, one solve for all factors) instead of one
-        per problem. The same loss, to rounding, for a loss that is a mean over
-        the columns of a per-column quantity, as ``pcg_loss`` and
-        ``gmres_loss`` are; not for a loss of the matrix as a whole
-        (``spai_loss``). A model that needs a problem's partition cannot be
-        batched.
+        their vectors are stacked, each problem's in its rows, so that the
+        loss is one call (one graph for a network, one solve for all factors)
+        instead of one per problem. ``pcg_loss`` (PCG solves each block as a
+        system of its own) and ``gmres_loss`` then give the mean of the
+        problems' losses, to rounding; other losses see the batch as one
+        matrix (``spai_loss``'s norm of the whole, say). A model that needs a
+        problem's partition cannot be batched.
     rollback_device : str or torch.device, optional
         Where the copies that undo a step are kept (:class:`Rollback`): beside
         the parameters (default), or ``"cpu"`` to spare a GPU's memory.
@@ -551,8 +550,7 @@ class Trainer(KeepBest):
         values = []
         pairs = list(zip(problems, X))
         if self.batch and len(problems) > 1:
-            batch = batch_problems(problems)
-            pairs = [(batch, block_rhs(batch, X))]
+            pairs = [(batch_problems(problems), torch.cat(X))]
 
         def closure():
             optimizer.zero_grad()
