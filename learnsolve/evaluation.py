@@ -1,6 +1,8 @@
-"""PCG with a preconditioner next to the classical ones: iterations, residual
-histories, tables and plots (what :meth:`learnsolve.Trainer.evaluate` reports);
-and domain decomposition's interfaces side by side (:func:`compare_schwarz`)."""
+"""PCG with a preconditioner next to the classical ones: iterations, set-up and solve
+times, residual histories, tables and plots (what :meth:`learnsolve.Trainer.evaluate`
+reports), summarised per problem family (:meth:`Evaluation.summary`,
+:mod:`learnsolve.summary`); and domain decomposition's interfaces side by side
+(:func:`compare_schwarz`)."""
 from __future__ import annotations
 
 import math
@@ -8,14 +10,15 @@ import numbers
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
+from functools import partial
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from .core.validation import check_count
 from .problems.problem import Problem, ProblemSet
-from .solvers.base import bind_to_problem, preconditioner_of
+from .solvers.base import as_preconditioner, bind_to_problem, preconditioner_of
 
 __all__ = ["BASELINES", "BASELINE_REGISTRY", "Evaluation", "EvaluationRow", "SchwarzEvaluation",
            "SchwarzRow", "baseline", "compare_preconditioners", "compare_schwarz",
@@ -95,6 +98,14 @@ class EvaluationRow:
     where ``"none"`` was run and converged: its iterations over those without
     a preconditioner (above 1: worse than none), ``inf`` where it did not
     converge; None otherwise.
+
+    ``setup_time`` is the wall-clock seconds to set the preconditioner up for
+    the problem's matrix (making or binding it, then
+    :func:`~learnsolve.solvers.base.as_preconditioner`), ``solve_time`` those
+    of the Krylov solve with that operator; ``time`` is their sum. A breakdown
+    in the set-up has the seconds until it in ``setup_time`` and
+    ``solve_time == 0``. ``family`` is the problem family the row is
+    summarised under (:meth:`Evaluation.summary`).
     """
 
     problem: str
@@ -109,6 +120,9 @@ class EvaluationRow:
     residuals: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     index: int = 0
     vs_none: float | None = None
+    setup_time: float = 0.0
+    solve_time: float = 0.0
+    family: str = ""
 
 
 class Table(Sequence):
@@ -153,11 +167,13 @@ class Evaluation(Table):
     """The rows of :func:`compare_preconditioners`: a sequence of :class:`EvaluationRow`.
 
     ``str(evaluation)`` is a text table, :meth:`to_markdown` a markdown one,
-    :meth:`plot` the residual histories of one problem.
+    :meth:`plot` the residual histories of one problem, :meth:`summary` the
+    median and worst per problem family and method, :meth:`plot_scaling` the
+    iterations against the size.
     """
 
     COLUMNS = ("problem", "n", "method", "iterations", "vs none", "converged",
-               "relative residual", "time (s)", "status")
+               "relative residual", "setup (s)", "solve (s)", "status")
 
     def __init__(self, rows: Sequence, rtol: float, solver: str = "PCG"):
         super().__init__(rows, rtol)
@@ -172,7 +188,49 @@ class Evaluation(Table):
                  "-" if row.iterations is None else str(row.iterations), versus(row.vs_none),
                  "yes" if row.converged else "no",
                  "-" if math.isnan(row.relative_residual) else f"{row.relative_residual:.2e}",
-                 f"{row.time:.3g}", row.status] for row in self.rows]
+                 f"{row.setup_time:.3g}", f"{row.solve_time:.3g}", row.status]
+                for row in self.rows]
+
+    def summary(self, reference: str = "ic0"):
+        """The median and worst per problem family and method: a
+        :class:`~learnsolve.summary.Summary` (see :func:`~learnsolve.summary.summarise`,
+        which says how each number is computed). ``reference`` is the method
+        the iterations are compared with, problem by problem.
+
+        Examples
+        --------
+        >>> import torch, learnsolve
+        >>> from learnsolve.evaluation import compare_preconditioners
+        >>> problems = [learnsolve.problems.poisson_2d(n, dtype=torch.float64) for n in (8, 12)]
+        >>> M = learnsolve.solvers.IncompleteCholesky(1)
+        >>> evaluation = compare_preconditioners(M, problems, baselines=("none", "ic0"),
+        ...                                      families=["poisson", "poisson"])
+        >>> summary = evaluation.summary("ic0")
+        >>> [(row.family, row.method, row.problems) for row in summary]
+        [('poisson', 'trained', 2), ('poisson', 'none', 2), ('poisson', 'ic0', 2)]
+        >>> row = summary.row("poisson", "trained")
+        >>> (row.n_min, row.n_max, row.converged, row.worst_ratio < 1)
+        (64, 144, 2, True)
+        """
+        from .summary import summarise
+        return summarise(self, reference)
+
+    def plot_scaling(self, ax=None):
+        """The iterations against the size ``n`` (log x), one line per method and one
+        subplot per family: see :func:`learnsolve.summary.plot_scaling`.
+
+        Examples
+        --------
+        >>> import torch, learnsolve
+        >>> from learnsolve.evaluation import compare_preconditioners
+        >>> problems = [learnsolve.problems.poisson_2d(n, dtype=torch.float64) for n in (6, 8)]
+        >>> evaluation = compare_preconditioners(None, problems, baselines=("jacobi",),
+        ...                                      families=lambda problem: "poisson")
+        >>> [line.get_label() for line in evaluation.plot_scaling().axes[0].lines]
+        ['trained', 'Jacobi']
+        """
+        from .summary import plot_scaling
+        return plot_scaling(self, ax)
 
     def plot(self, problem: int | str = 0, *, ax=None):
         """The relative residual against the iteration (semilogy), one line per method.
@@ -328,26 +386,64 @@ def _right_hand_sides(problem: Problem, num_rhs: int) -> list[torch.Tensor]:
     return [B] if B.dim() == 1 else list(B.mT.contiguous())
 
 
-def _solve(solver, problem: Problem, b: torch.Tensor, method: str, name: str, index: int
-           ) -> EvaluationRow:
-    """One timed PCG solve; a breakdown in the preconditioner's setup is a row, not a crash."""
+def _solve(make_M, make_solver, problem: Problem, b: torch.Tensor, method: str, name: str,
+           index: int, family: str, symmetric: bool) -> EvaluationRow:
+    """One solve, the preconditioner's set-up (``make_M()``, then :func:`as_preconditioner`
+    on the problem's matrix) and the solve with that operator timed apart (the device
+    synchronised around each); a breakdown (``torch.linalg.LinAlgError``) in either is
+    a row, not a crash."""
     sync = torch.cuda.synchronize if b.is_cuda else (lambda: None)
+    setup_time = None
     sync()
     start = time.perf_counter()
     try:
+        operator = as_preconditioner(make_M(), problem.A, symmetric=symmetric)
+        sync()
+        setup_time = time.perf_counter() - start
+        solver = make_solver(operator)
+        start = time.perf_counter()
         solution = solver(problem.A, b)
+        sync()
     except torch.linalg.LinAlgError as error:
+        elapsed = time.perf_counter() - start
+        setup_time, solve_time = (elapsed, 0.0) if setup_time is None else (setup_time, elapsed)
         return EvaluationRow(name, problem.num_nodes, method, None, False, math.nan,
-                             time.perf_counter() - start, "breakdown", str(error), index=index)
-    sync()
-    elapsed = time.perf_counter() - start
+                             setup_time + solve_time, "breakdown", str(error), index=index,
+                             setup_time=setup_time, solve_time=solve_time, family=family)
+    solve_time = time.perf_counter() - start
     relative = solution.relative_residuals.detach()
     if relative.dim() == 2:
         relative = relative.max(dim=1).values
     relative = relative.cpu().double().numpy()
     return EvaluationRow(name, problem.num_nodes, method, solution.iterations,
-                         solution.converged, float(relative[-1]), elapsed, solution.status,
-                         solution.message, relative, index)
+                         solution.converged, float(relative[-1]), setup_time + solve_time,
+                         solution.status, solution.message, relative, index,
+                         setup_time=setup_time, solve_time=solve_time, family=family)
+
+
+def _family_names(families, problems, names: list[str]) -> list[str]:
+    """The family of each problem: ``problem.info["family"]`` or its row name (None),
+    ``families(problem)`` (a callable), or ``families[i]`` (a sequence)."""
+    if families is None:
+        found = [problem.info.get("family", name) for problem, name in zip(problems, names)]
+        where = "problems[{}].info['family']"
+    elif callable(families):
+        found = [families(problem) for problem in problems]
+        where = "families(problems[{}])"
+    elif isinstance(families, Sequence) and not isinstance(families, str):
+        found = list(families)
+        if len(found) != len(names):
+            raise ValueError(f"families: expected one name per problem ({len(names)}), got "
+                             f"{len(found)}")
+        where = "families[{}]"
+    else:
+        raise TypeError(f"families: expected None, a callable problem -> str or a sequence "
+                        f"of str (one per problem), got {type(families).__name__}")
+    for i, family in enumerate(found):
+        if not isinstance(family, str):
+            raise TypeError(f"{where.format(i)}: expected a family name (str), got "
+                            f"{type(family).__name__}")
+    return found
 
 
 def _versus_none(trained: EvaluationRow, none: EvaluationRow) -> float | None:
@@ -363,7 +459,8 @@ def _versus_none(trained: EvaluationRow, none: EvaluationRow) -> float | None:
 
 @torch.no_grad()
 def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None = None,
-                            baselines: Sequence[str] = BASELINES, *, solver: str = "pcg"
+                            baselines: Sequence[str] = BASELINES, *, solver: str = "pcg",
+                            families: Callable[[Problem], str] | Sequence[str] | None = None
                             ) -> Evaluation:
     """PCG (or GMRES) iterations to reach ``rtol`` with the preconditioner ``M`` and the
     baselines.
@@ -386,22 +483,44 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
         Names in :data:`BASELINE_REGISTRY`: ``"none"`` (no preconditioner),
         ``"jacobi"`` (``M = D^{-1}``), ``"ic0"``, ``"ic1"``, ``"ic2"``
         (incomplete Cholesky IC(k)), ``"ilu0"``, ``"ilu1"``, ``"ilu2"``
-        (ILU(k)), ``"amg"`` (pyamg smoothed aggregation, one V-cycle).
-        Default :data:`BASELINES`.
+        (ILU(k)), ``"spai"`` (classical SPAI), ``"amg"`` (pyamg smoothed
+        aggregation, one V-cycle). Default :data:`BASELINES`. The comparison
+        recommended for a learned preconditioner evaluated on held-out
+        problems is ``baselines=("none", "jacobi", "ic0", "ic1", "spai",
+        "amg")``.
     solver : {"pcg", "gmres"}
         The Krylov method: PCG for a symmetric positive definite matrix and
         preconditioner, GMRES (restarted, its defaults) for the others
         (an ILU, a learned ``IncompleteFactor(kind="lu")``).
+    families : callable, sequence of str or None
+        The family each problem is summarised under (:meth:`Evaluation.summary`,
+        :meth:`Evaluation.plot_scaling`): ``families(problem) -> str``, or one
+        name per problem; default ``problem.info["family"]`` where the problem
+        has one, else its name (each problem its own family).
 
     Returns
     -------
     Evaluation
-        One row per problem and method. A method whose setup breaks down
+        One row per problem and method, each with its family, the seconds
+        to set the preconditioner up (``setup_time``: the baseline made, or
+        ``M`` bound to the problem, then set up for its matrix by
+        :func:`~learnsolve.solvers.base.as_preconditioner`, once) and those
+        of the solve with it (``solve_time``), the device synchronised
+        around each (PCG's check that ``A`` can be SPD is run once per problem
+        before, timed in neither). A method whose setup breaks down
         (``torch.linalg.LinAlgError``, e.g. IC(0) on a matrix that is not an
         M-matrix) or that does not converge is reported as such in its row.
         With ``"none"`` among the baselines, the row of the preconditioner
         under test has ``vs_none``, its iterations over those without a
         preconditioner (the column "vs none").
+
+    Raises
+    ------
+    ValueError
+        An unknown baseline or solver; ``maxiter`` below 1; a sequence of
+        ``families`` whose length is not the number of problems.
+    TypeError
+        ``problems`` not problems; a family that is not a string.
 
     Warns
     -----
@@ -422,7 +541,8 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
     >>> [(row.method, row.iterations) for row in rows]
     [('trained', 16), ('none', 43)]
     """
-    from .solvers.cg import PCG
+    from .core.csr import CSRMatrix
+    from .solvers.cg import PCG, check_spd_cached
     from .solvers.gmres import GMRES
     baselines = tuple(baselines)
     for name in baselines:
@@ -433,16 +553,25 @@ def compare_preconditioners(M, problems, rtol: float = 1e-6, maxiter: int | None
     word = solver.upper()
     if maxiter is not None:
         maxiter = check_count(maxiter, "maxiter")
+    problems = as_problems(problems, "problems")
+    names = [problem.name or f"problem {index}" for index, problem in enumerate(problems)]
+    family_of = _family_names(families, problems, names)
+
+    def make_solver(operator):
+        return solvers[solver](M=operator, rtol=rtol, maxiter=maxiter)
+
     rows = []
-    for index, problem in enumerate(as_problems(problems, "problems")):
+    for index, problem in enumerate(problems):
         b = problem.b if problem.b is not None else problem.random_rhs(seed=problem.seed)
-        name = problem.name or f"problem {index}"
+        name = names[index]
+        if solver == "pcg" and isinstance(problem.A, CSRMatrix):
+            check_spd_cached(problem.A)      # PCG's, cached: not charged to the first method
         solved = {}
         for method in ("trained",) + baselines:
-            preconditioner = baseline(method) if method != "trained" else \
-                bind_to_problem(M, problem)
-            solved[method] = _solve(solvers[solver](M=preconditioner, rtol=rtol, maxiter=maxiter),
-                                    problem, b, method, name, index)
+            make_M = partial(baseline, method) if method != "trained" else \
+                partial(bind_to_problem, M, problem)
+            solved[method] = _solve(make_M, make_solver, problem, b, method, name, index,
+                                    family_of[index], solver == "pcg")
         rows += solved.values()
         if "none" not in solved:
             continue

@@ -18,13 +18,13 @@ from .base import (IterativeSolver, MatrixCache, Operator, Solution, SystemMatri
                    weighted_residuals)
 from .implicit import check_implicit, implicit_solve
 
-__all__ = ["PCG", "check_spd", "pcg_loss"]
+__all__ = ["PCG", "check_spd", "check_spd_cached", "pcg_loss"]
 
 DIFFERENTIATION = ("unrolled", "checkpoint", "implicit")
 
 
 
-def _check_spd_once(A: CSRMatrix) -> None:
+def check_spd_cached(A: CSRMatrix) -> None:
     """:func:`check_spd`, skipped for a matrix that passed it with the same pattern
     and values (the same tensor, not changed in place since): a training loop
     solves with the same A at every step. The record is one slot on the pattern."""
@@ -392,7 +392,7 @@ class PCG(IterativeSolver):
         A, b, x0 = check_system(A, b, x0, matrix_free=True, symmetric=True)
         matrix_free = not isinstance(A, CSRMatrix)
         if self.check_spd and not matrix_free:
-            _check_spd_once(A)
+            check_spd_cached(A)
         n = A.shape[0]
         blocks = None if blocks is None else _Blocks(blocks, n, b.device)
         maxiter = 10 * n if self.maxiter is None else self.maxiter
