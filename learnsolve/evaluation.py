@@ -33,10 +33,11 @@ def _jacobi():
     return Jacobi(omega=1.0, learnable=False)
 
 
-def _incomplete(kind: str, fill: int):
+def _incomplete(kind: str, fill: int, ordering: str | None = None):
     def make():
         from .solvers import IncompleteCholesky, IncompleteLU
-        return (IncompleteCholesky if kind == "cholesky" else IncompleteLU)(fill)
+        return (IncompleteCholesky if kind == "cholesky" else IncompleteLU)(fill,
+                                                                          ordering=ordering)
     return make
 
 
@@ -57,6 +58,7 @@ BASELINE_REGISTRY = {
     "jacobi": ("Jacobi", _jacobi),
     **{f"ic{k}": (f"IC({k})", _incomplete("cholesky", k)) for k in range(3)},
     **{f"ilu{k}": (f"ILU({k})", _incomplete("lu", k)) for k in range(3)},
+    "ic0_rcm": ("IC(0), RCM ordering", _incomplete("cholesky", 0, "rcm")),
     "spai": ("SPAI (classical)", _spai),
     "amg": ("AMG (smoothed aggregation)", _amg),
 }

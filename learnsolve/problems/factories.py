@@ -141,16 +141,17 @@ SPD_FAMILIES = ("lognormal", "jump", "fem", "anisotropic")
 
 
 def random_spd_problem(seed: int, index: int = 0, *, nodes: tuple[int, int] = (200, 1_000),
-                       families: tuple[str, ...] = SPD_FAMILIES,
+                       families: tuple[str, ...] = SPD_FAMILIES, geometry: str = "any",
                        dtype: torch.dtype | None = None, device=None) -> Problem:
     """An SPD problem of a family drawn from ``families`` (uniformly) with about a number
     of unknowns drawn log-uniformly from ``nodes``: the mixture a learned
     preconditioner meant for unseen matrices trains on.
 
     ``"lognormal"`` and ``"jump"``: diffusion on a square grid with that random
-    coefficient (:func:`random_grid_problem`); ``"fem"``: P1 elements on a
-    random domain of any geometry with a lognormal coefficient
-    (:func:`random_mesh_problem`); ``"anisotropic"``:
+    coefficient (:func:`random_grid_problem`); ``"fem"``: P1 elements with a
+    lognormal coefficient on a domain of ``geometry`` (one of
+    :data:`GEOMETRIES`, ``"any"`` drawing one; :func:`random_mesh_problem`),
+    so that the shapes a test holds out can be kept out; ``"anisotropic"``:
     :func:`random_anisotropic_problem`. ``info["family"]`` names what was
     drawn.
 
@@ -175,8 +176,9 @@ def random_spd_problem(seed: int, index: int = 0, *, nodes: tuple[int, int] = (2
     target = int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))
     options = dict(dtype=dtype, device=device)
     if family == "fem":
-        area = float(random_mesh_problem(seed, h=0.25, geometry="any", **options).mesh.areas.sum())
-        return random_mesh_problem(seed, h=meshes.mesh_size(target, area), geometry="any",
+        area = float(random_mesh_problem(seed, h=0.25, geometry=geometry,
+                                         **options).mesh.areas.sum())
+        return random_mesh_problem(seed, h=meshes.mesh_size(target, area), geometry=geometry,
                                    coefficient="lognormal", **options)
     n = max(2, round(target ** 0.5))
     if family == "anisotropic":

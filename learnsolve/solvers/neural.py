@@ -10,7 +10,7 @@ from torch import nn
 
 from ..core.cache import values_cache
 from ..core.csr import CSRMatrix
-from ..core.fill import fill_pattern
+from ..core.fill import check_ordering, fill_pattern, permute
 from ..core.validation import check_bool, check_count
 from ..linalg._checks import check_square
 from ..nn.factor_net import FactorNet
@@ -32,13 +32,17 @@ class _Reference:
     lower: torch.Tensor         # position in the graph of each entry of the factor
     features: torch.Tensor      # L~0 mirrored onto the graph (the network's reference input)
     diagonal: torch.Tensor      # mask over the factor's entries: on the diagonal
-    root: torch.Tensor          # D^{1/2}
+    root: torch.Tensor          # D^{1/2}, in the factor's order
     shift: float                # the diagonal shift IC(k) needed (0 without breakdown)
+    permutation: torch.Tensor | None   # the factor is of P A P^T (None: of A)
 
 
-def _reference(A: CSRMatrix, fill: int, shift: bool) -> _Reference:
+def _reference(A: CSRMatrix, fill: int, shift: bool, ordering: str | None) -> _Reference:
     check_spd(A)
     A = A.detach()
+    permutation = A.pattern.ordering(ordering)
+    if permutation is not None:
+        A = permute(A, permutation)
     d = A.diagonal()
     s = d.rsqrt()
     scaled = A.with_values(s[A.row_indices()] * A.values * s[A.col_indices])
@@ -53,7 +57,8 @@ def _reference(A: CSRMatrix, fill: int, shift: bool) -> _Reference:
     features = torch.where(graph.col_indices <= row, on_lower, on_lower[perm])
     factor = start.matrix
     diagonal = factor.col_indices == factor.row_indices()
-    return _Reference(graph, factor, lower, features, diagonal, d.sqrt(), start.shift)
+    return _Reference(graph, factor, lower, features, diagonal, d.sqrt(), start.shift,
+                      permutation)
 
 
 class NeuralFactor(Preconditioner):
@@ -97,6 +102,12 @@ class NeuralFactor(Preconditioner):
     shift : bool
         Whether a breakdown of IC(k) shifts the diagonal (with a warning) or
         raises.
+    ordering : None or "rcm"
+        The order of the unknowns the factor is built in: as given, or
+        reverse Cuthill-McKee (``M = P^T (L L^T)^{-1} P`` for the factor of
+        ``P A P^T``; see :meth:`~learnsolve.core.pattern.Pattern.ordering`).
+        The network reads the same graph either way (it is equivariant to the
+        numbering); IC(k), its start, depends on the order.
 
     Attributes
     ----------
@@ -119,7 +130,7 @@ class NeuralFactor(Preconditioner):
     """
 
     def __init__(self, net: nn.Module | None = None, *, correction: bool = True, fill: int = 0,
-                 shift: bool = True):
+                 shift: bool = True, ordering: str | None = None):
         super().__init__()
         if net is not None and not isinstance(net, nn.Module):
             raise TypeError(f"net: expected None or an nn.Module, got {type(net).__name__}")
@@ -127,14 +138,17 @@ class NeuralFactor(Preconditioner):
         self.correction = check_bool(correction, "correction")
         self.fill = check_count(fill, "fill", 0)
         self.shift = check_bool(shift, "shift")
+        check_ordering(ordering)
+        self.ordering = ordering
         dtype = next(iter(self.net.parameters()), torch.zeros(())).dtype
         self.alpha = nn.Parameter(torch.zeros((), dtype=dtype)) if self.correction else None
 
     def reference(self, A: CSRMatrix) -> _Reference:
         """What the factor for ``A`` is built on (cached per matrix; see the class)."""
         A = check_square(matrix_of(A))
-        return values_cache(A.values, f"NeuralFactor/IC({self.fill}), shift={self.shift}").get(
-            (A.pattern, A.values), lambda: _reference(A, self.fill, self.shift))
+        key = f"NeuralFactor/IC({self.fill}), shift={self.shift}, ordering={self.ordering}"
+        return values_cache(A.values, key).get(
+            (A.pattern, A.values), lambda: _reference(A, self.fill, self.shift, self.ordering))
 
     def factor(self, A: CSRMatrix) -> CSRMatrix:
         """``L`` for ``A`` (lower triangular, A's dtype), differentiable in the
@@ -150,6 +164,11 @@ class NeuralFactor(Preconditioner):
         row = ref.factor.row_indices()
         return ref.factor.with_values(ref.root.to(A.dtype)[row] * values)
 
+    def permutation(self, A: CSRMatrix) -> torch.Tensor | None:
+        """The order :meth:`factor` is in (``perm[i]``: the unknown of row ``i``), None
+        for A's own."""
+        return self.reference(A).permutation
+
     def setup(self, A: CSRMatrix) -> PreconditionerOperator:
         """``M`` for ``A``: two triangular solves with :meth:`factor`, symmetric.
 
@@ -157,16 +176,16 @@ class NeuralFactor(Preconditioner):
         in the operator's ``message``)."""
         A = check_square(matrix_of(A))
         L = self.factor(A)
+        ref = self.reference(A)
         message = ""
         if not bool(torch.isfinite(L.values).all()):
-            ref = self.reference(A)
             L = ref.factor.with_values(ref.root[ref.factor.row_indices()] * ref.factor.values)
             message = (f"NeuralFactor: the predicted factor has non-finite entries; IC("
                        f"{self.fill}) was used instead")
             warnings.warn(message, RuntimeWarning, stacklevel=2)
-        operator = solves(L, "cholesky", name="NeuralFactor")
+        operator = solves(L, "cholesky", permutation=ref.permutation, name="NeuralFactor")
         operator.message = message
         return operator
 
     def extra_repr(self) -> str:
-        return f"correction={self.correction}, fill={self.fill}"
+        return f"correction={self.correction}, fill={self.fill}, ordering={self.ordering!r}"
