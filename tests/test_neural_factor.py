@@ -152,3 +152,18 @@ def test_bad_input():
         _model().setup(nonsymmetric)
     with pytest.raises(ValueError, match="reference: expected a tensor of shape"):
         FactorNet(4, 1).double()(poisson_2d(3, dtype=F64).A, torch.zeros(3, dtype=F64))
+
+
+def test_an_rcm_ordering_starts_from_ic0_in_that_order():
+    from learnsolve.problems import l_shape, fem_problem
+    A = fem_problem(l_shape(0.1), dtype=F64).A
+    M = NeuralFactor(FactorNet(8, 1), ordering="rcm").double()
+    perm = M.permutation(A)
+    assert perm is not None and sorted(perm.tolist()) == list(range(A.shape[0]))
+    b = randn(A.shape[0], seed=2)
+    classical = IncompleteCholesky(ordering="rcm")
+    assert PCG(M=M, rtol=1e-8)(A, b).iterations == PCG(M=classical, rtol=1e-8)(A, b).iterations
+    torch.testing.assert_close(M.factor(A).to_dense(), classical.factor(A).to_dense(),
+                               rtol=1e-13, atol=1e-14)
+    with pytest.raises(ValueError, match="ordering: expected one of"):
+        NeuralFactor(ordering="amd")
