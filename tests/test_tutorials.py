@@ -93,7 +93,7 @@ def test_the_tutorials_are_there():
     names = [path.stem for path in NOTEBOOKS]
     assert names == ["01_sparse_autodiff", "02_jacobi", "03_heavyball", "04_pcg_preconditioner",
                      "05_spai", "06_graph_convolution", "07_domain_decomposition",
-                     "08_beating_ic0"]
+                     "08_beating_ic0", "09_generalising"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
