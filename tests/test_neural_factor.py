@@ -167,3 +167,30 @@ def test_an_rcm_ordering_starts_from_ic0_in_that_order():
                                rtol=1e-13, atol=1e-14)
     with pytest.raises(ValueError, match="ordering: expected one of"):
         NeuralFactor(ordering="amd")
+
+
+def test_the_guard_falls_back_to_ic0_where_the_prediction_is_worse_and_says_so():
+    A = _lognormal(12, seed=3).A
+    b = randn(144, seed=4)
+    M = _model()
+    with torch.no_grad():
+        M.alpha.fill_(-0.9)            # a correction that undoes most of IC(0): worse
+    unguarded = PCG(M=M, rtol=1e-8)(A, b)
+    ic0 = PCG(M=IncompleteCholesky(), rtol=1e-8)(A, b)
+    assert unguarded.iterations > ic0.iterations
+    M.guard = 5
+    with torch.no_grad():
+        guarded = PCG(M=M, rtol=1e-8)(A, b)
+    assert guarded.iterations == ic0.iterations
+    assert "IC(0) was used instead (guard)" in guarded.message
+    with torch.no_grad():
+        M.alpha.fill_(0.0)             # IC(0) itself: not worse, kept, nothing said
+        kept = PCG(M=M, rtol=1e-8)(A, b)
+    assert kept.iterations == ic0.iterations and "guard" not in kept.message
+    # training (a recorded graph) is never guarded: the loss sees the prediction
+    with torch.no_grad():
+        M.alpha.fill_(-0.9)
+    trained = PCG(M=M, maxiter=unguarded.iterations + 5, rtol=1e-8)(A, b)
+    assert trained.iterations == unguarded.iterations
+    with pytest.raises(ValueError, match="guard: expected an integer >= 0"):
+        NeuralFactor(guard=-1)
