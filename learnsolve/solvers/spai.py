@@ -273,8 +273,7 @@ class ClassicalSPAI(Preconditioner):
     --------
     >>> import torch
     >>> from learnsolve.problems import poisson_2d
-    >>> from learnsolve.solvers import PCG
-    >>> from learnsolve.solvers.spai import ClassicalSPAI
+    >>> from learnsolve.solvers import PCG, ClassicalSPAI
     >>> A = poisson_2d(16, dtype=torch.float64).A
     >>> b = torch.ones(256, dtype=torch.float64)
     >>> PCG(rtol=1e-8)(A, b).iterations > PCG(M=ClassicalSPAI(), rtol=1e-8)(A, b).iterations
