@@ -187,7 +187,7 @@ def summarise(evaluation, reference: str = "ic0") -> Summary:
 
 
 def plot_scaling(evaluation, ax=None):
-    """The iterations against the size ``n`` (log x), one subplot per family and one
+    """The iterations against the size ``n`` (log-log), one subplot per family and one
     line per method.
 
     Each point is the median of the iterations over the family's problems of
@@ -230,6 +230,7 @@ def plot_scaling(evaluation, ax=None):
     >>> [(axis.get_title(), len(axis.lines)) for axis in fig.axes]
     [('poisson', 2), ('lognormal', 2)]
     """
+    import matplotlib.ticker
     rows = list(evaluation)
     if not rows:
         raise ValueError("evaluation: expected at least one row, got none")
@@ -261,6 +262,8 @@ def plot_scaling(evaluation, ax=None):
                       marker=MARKERS[i % len(MARKERS)],
                       label=BASELINE_REGISTRY.get(method, (method,))[0])
         axis.set_xscale("log")
+        axis.set_yscale("log")     # iterations span orders of magnitude across methods
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel("n (unknowns)")
         axis.set_ylabel(f"{getattr(evaluation, 'solver', 'PCG')} iterations "
                         f"(median), rtol = {evaluation.rtol:g}")
