@@ -18,6 +18,8 @@ What is where:
 - :mod:`~learnsolve.train.history`: :class:`History` and its figure.
 - :mod:`~learnsolve.train.checkpoint`: the file format of ``save`` / ``load``.
 - :mod:`~learnsolve.train.best`: ``keep_best``.
+- :mod:`~learnsolve.train.measure`: ``val_loss`` and the metrics after an epoch.
+- :mod:`~learnsolve.train.options`: the checks of the Trainer's arguments, the optimizers.
 
 Examples
 --------

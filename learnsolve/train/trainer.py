@@ -14,7 +14,6 @@ for bit, at an epoch's end or in its middle.
 from __future__ import annotations
 
 import math
-import numbers
 import time
 import warnings
 from typing import Callable, Sequence
@@ -31,21 +30,15 @@ from . import checkpoint
 from .best import KeepBest
 from .callbacks import Callback, ProgressBar
 from .checkpoint import clone_state
-from .history import RESERVED, History
+from .history import History
+from .measure import Measure
+from .options import build_optimizer, check_arguments
 from .rollback import NonFinite, Progress, Rollback
-from .sampling import draw_rhs, fixed_rhs
+from .sampling import draw_rhs
 
 __all__ = ["Trainer"]
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return math.fsum(values) / len(values)
-
-
-class Trainer(KeepBest):
+class Trainer(KeepBest, Measure):
     """Fits a model's parameters on problems: an epoch is one optimizer step per
     ``problems_per_step`` problems (default one).
 
@@ -239,44 +232,10 @@ class Trainer(KeepBest):
                  problems_per_step: int = 1, batch: bool = False,
                  rollback_device: str | torch.device | None = None,
                  batch_size: int | None = None):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-        if loss is None and not callable(getattr(model, "loss", None)):
-            raise TypeError(f"loss: the model ({type(model).__name__}) has no method "
-                            f"loss(problem, X); pass loss=callable(model, problem, X)")
-        if loss is not None and not callable(loss):
-            raise TypeError(f"loss: expected None or a callable (model, problem, X) -> Tensor, "
-                            f"got {type(loss).__name__}")
-        _check_optimizer(optimizer)
-        if distribution not in ("normal", "uniform"):
-            raise ValueError(f"distribution: expected 'normal' or 'uniform', got "
-                             f"{distribution!r}")
-        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
-            raise ValueError(f"lr: expected a positive number, got {lr!r}")
-        device = _device(device, "device")
-        rollback_device = _device(rollback_device, "rollback_device")
-        if seed is not None:
-            seed = check_count(seed, "seed", 0)
-        callbacks = list(callbacks)
-        for i, callback in enumerate(callbacks):
-            if not isinstance(callback, Callback):
-                raise TypeError(f"callbacks[{i}]: expected a learnsolve.train.Callback, got "
-                                f"{type(callback).__name__}")
-        metrics = dict(metrics or {})
-        for name, metric in metrics.items():
-            if not isinstance(name, str) or name in RESERVED:
-                raise ValueError(f"metrics: expected names other than {RESERVED}, got {name!r}")
-            if not callable(metric):
-                raise TypeError(f"metrics[{name!r}]: expected a callable (model, problem) -> "
-                                f"float, got {type(metric).__name__}")
-        if keep_best is not None and keep_best not in ("loss", "val_loss", *metrics):
-            raise ValueError(f"keep_best: expected None, 'loss', 'val_loss' or the name of a "
-                             f"metric {sorted(metrics)}, got {keep_best!r}")
-        if batch_size is not None:
-            rhs_per_problem = check_count(batch_size, "batch_size")
-            warnings.warn("Trainer: batch_size is deprecated; it is rhs_per_problem, the "
-                          "random right-hand sides per problem and step (problems_per_step "
-                          "is the problems per step)", DeprecationWarning, stacklevel=2)
+        (model, loss, optimizer, lr, device, rollback_device, seed, callbacks, metrics,
+         keep_best, rhs_per_problem) = check_arguments(
+            model, loss, optimizer, lr, distribution, device, rollback_device, seed, callbacks,
+            metrics, keep_best, rhs_per_problem, batch_size)
         self.model = model
         self.loss = loss
         self.optimizer = optimizer
@@ -344,16 +303,7 @@ class Trainer(KeepBest):
         if not params:
             raise ValueError(f"model: expected trainable parameters, {type(self.model).__name__} "
                              f"has none (with requires_grad)")
-        if isinstance(self.optimizer, str):
-            optimizer = OPTIMIZERS[self.optimizer.lower()](params, lr=self.lr)
-        elif isinstance(self.optimizer, type):
-            optimizer = self.optimizer(params, lr=self.lr)
-        else:
-            optimizer = self.optimizer(params)
-            if not isinstance(optimizer, torch.optim.Optimizer):
-                raise TypeError(f"optimizer: expected the callable to return a "
-                                f"torch.optim.Optimizer, got {type(optimizer).__name__}")
-        self.optimizer_ = optimizer
+        self.optimizer_ = build_optimizer(self.optimizer, params, self.lr)
         self.generator_ = torch.Generator()
         if self.seed is None:
             self.generator_.seed()
@@ -627,41 +577,6 @@ class Trainer(KeepBest):
                       f"{where} (loss {failure.value:g}); training stopped and {kept}",
                       RuntimeWarning, stacklevel=4)
 
-    @torch.no_grad()
-    def _measure(self, train, valid, with_loss: bool = False) -> dict:
-        """``val_loss`` and the metrics after an epoch (evaluation mode, no gradients);
-        ``with_loss``: the ``loss`` on the training problems first, on fixed vectors."""
-        logs = {}
-        if valid is None and not self.metrics and not with_loss:
-            return logs
-        self.model.eval()
-        try:
-            if with_loss:
-                logs["loss"] = self._fixed_vectors_loss(train)
-            if valid is not None:
-                logs["val_loss"] = self._fixed_vectors_loss(valid)
-            for name, metric in self.metrics.items():
-                values = []
-                for problem in train if valid is None else valid:
-                    value = metric(self.model, problem)
-                    if isinstance(value, torch.Tensor):
-                        value = value.detach()
-                    try:
-                        values.append(float(value))
-                    except (TypeError, ValueError) as error:
-                        raise TypeError(f"metrics[{name!r}]: expected a number, got "
-                                        f"{type(value).__name__}") from error
-                logs[name] = _mean(values)
-        finally:
-            self.model.train()
-        return logs
-
-    def _fixed_vectors_loss(self, problems) -> float:
-        """The mean loss on ``problems`` for vectors from a generator seeded anew with the
-        trainer's seed: the same vectors at every call, so that calls compare."""
-        return _mean(float(self._loss(p, X)) for p, X in fixed_rhs(
-            problems, self.rhs_per_problem, self.seed or 0, self.distribution))
-
     # ------------------------------------------------------------------ saving
     def _check_started(self, what: str) -> None:
         if not hasattr(self, "optimizer_"):
@@ -770,25 +685,3 @@ class Trainer(KeepBest):
             raise TypeError(f"problem: expected a learnsolve.problems.Problem, got "
                             f"{type(problem).__name__}")
         return self.evaluate(problem, rtol, maxiter, baselines).plot()
-
-def _check_optimizer(optimizer) -> None:
-    if isinstance(optimizer, str):
-        if optimizer.lower() not in OPTIMIZERS:
-            raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, an "
-                             f"Optimizer class or a callable, got {optimizer!r}")
-    elif isinstance(optimizer, type):
-        if not issubclass(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer: expected a torch.optim.Optimizer subclass, got "
-                            f"{optimizer.__name__}")
-    elif not callable(optimizer):
-        raise TypeError(f"optimizer: expected a name, an Optimizer class or a callable "
-                        f"params -> optimizer, got {type(optimizer).__name__}")
-
-
-def _device(device, name: str) -> torch.device | None:
-    if device is None:
-        return None
-    try:
-        return torch.device(device)
-    except (TypeError, RuntimeError) as error:
-        raise ValueError(f"{name}: expected a torch device, got {device!r}") from error
