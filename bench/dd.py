@@ -17,6 +17,11 @@ partition are set-up, not timed.
   subdomain matrices ``A_i + L_i`` are the blocks of one sparse
   block-diagonal matrix, factored once per epoch (SuperLU), and ``T`` is
   applied as a sparse product and the subdomain solves, never formed.
+* ``two-level`` is ``sparse`` with a coarse level, ``RAS(interface=...,
+  coarse="nicolaides")``: one partition-of-unity vector per subdomain, the
+  coarse matrix ``Z^T A Z`` factored once per epoch, combined
+  multiplicatively (see :class:`~learnsolve.solvers.RAS`); its epoch should
+  stay linear in N (the coarse problem has N / 100 unknowns).
 * ``dense`` is the same computation with dense torch tensors, as the original
   dense implementation (Taghibakhshi et al.) does it: ``A`` dense; the same
   network call gives the stacked ``L_i``, scattered into dense blocks; for
@@ -118,10 +123,11 @@ def scaling_problem(n: int) -> Problem:
                                   overlap=1)
 
 
-def interface_model(seed: int = 0) -> RAS:
-    """The learned RAS of the paper's section 4.5, its network initialised from ``seed``."""
+def interface_model(seed: int = 0, coarse: str | None = None) -> RAS:
+    """The learned RAS of the paper's section 4.5, its network initialised from ``seed``,
+    one-level or with the coarse level ``coarse``."""
     torch.manual_seed(seed)
-    return RAS(interface=InterfaceNet(hidden=HIDDEN, layers=LAYERS).double())
+    return RAS(interface=InterfaceNet(hidden=HIDDEN, layers=LAYERS).double(), coarse=coarse)
 
 
 def vectors(problem: Problem) -> torch.Tensor:
@@ -248,6 +254,7 @@ def format_memory(size) -> str:
 
 def run_scaling(args, timing: Timing) -> dict:
     ns, parts, sparse, dense, sparse_memory, dense_memory = [], [], [], [], [], []
+    two_level = []
     dense_open, reason = True, "dense ran at every size"
     for target in args.sizes:
         problem = scaling_problem(target)
@@ -260,6 +267,9 @@ def run_scaling(args, timing: Timing) -> dict:
             timing, epoch(model, lambda: sparse_loss(model, problem, X)))
         sparse.append(seconds)
         sparse_memory.append(memory)
+        model = interface_model(coarse="nicolaides")
+        two_level.append(timed_with_peak(
+            timing, epoch(model, lambda: sparse_loss(model, problem, X)))[0])
         need = DENSE_MATRICES * n * n * 8 / GiB
         if dense_open and need > args.dense_memory:
             dense_open = False
@@ -279,8 +289,9 @@ def run_scaling(args, timing: Timing) -> dict:
             dense.append(NOT_RUN)
             dense_memory.append(NOT_RUN)
         print(f"  N={n:,} ({parts[-1]} subdomains): sparse {format_time(sparse[-1])}, "
-              f"dense {format_time(dense[-1])}", flush=True)
-    return {"n": ns, "parts": parts, "sparse": sparse, "dense": dense,
+              f"two-level {format_time(two_level[-1])}, dense {format_time(dense[-1])}",
+              flush=True)
+    return {"n": ns, "parts": parts, "sparse": sparse, "two_level": two_level, "dense": dense,
             "sparse_memory": sparse_memory, "dense_memory": dense_memory, "reason": reason}
 
 
@@ -290,14 +301,14 @@ def slope(ns: list[int], times: list) -> str:
 
 
 def scaling_table(result: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["N", "subdomains", "sparse epoch", "dense epoch", "speed-up",
+    header = ["N", "subdomains", "sparse epoch", "two-level epoch", "dense epoch", "speed-up",
               "sparse peak memory", "dense peak memory"]
-    rows = [[f"{n:,}", str(p), format_time(s), format_time(d),
+    rows = [[f"{n:,}", str(p), format_time(s), format_time(t), format_time(d),
              f"{d / s:.1f}" if isinstance(d, float) else NOT_RUN,
              format_memory(sm), format_memory(dm)]
-            for n, p, s, d, sm, dm in zip(result["n"], result["parts"], result["sparse"],
-                                          result["dense"], result["sparse_memory"],
-                                          result["dense_memory"])]
+            for n, p, s, t, d, sm, dm in zip(result["n"], result["parts"], result["sparse"],
+                                             result["two_level"], result["dense"],
+                                             result["sparse_memory"], result["dense_memory"])]
     return header, rows
 
 
@@ -307,6 +318,7 @@ def plot(result: dict, path: str) -> None:
     axis = figure.subplots()
     ns, sparse = result["n"], result["sparse"]
     axis.loglog(ns, sparse, "o-", label="sparse (learnsolve)")
+    axis.loglog(ns, result["two_level"], "^-", label="sparse, two-level (Nicolaides)")
     dense = [(n, t) for n, t in zip(ns, result["dense"]) if isinstance(t, float)]
     if dense:
         axis.loglog(*zip(*dense), "s--", label="dense torch")
@@ -314,7 +326,8 @@ def plot(result: dict, path: str) -> None:
         axis.loglog(ns, [t0 * (n / n0) ** 3 for n in ns], ":", color="C1", alpha=0.5,
                     label=r"O(N$^3$)")
     axis.loglog(ns, [sparse[-1] * n / ns[-1] for n in ns], ":", color="grey", label="O(N)")
-    axis.set_ylim(min(sparse) / 3, max(t for t in sparse + [t for _, t in dense]) * 3)
+    axis.set_ylim(min(sparse) / 3,
+                  max(sparse + result["two_level"] + [t for _, t in dense]) * 3)
     axis.set_title("RAS with a learned interface: one training epoch (fig. 18)")
     axis.set_xlabel("N (unknowns), ~100 per subdomain")
     axis.set_ylabel("one epoch [s], CPU")
@@ -436,7 +449,8 @@ def main(argv=None) -> None:
         result = run_scaling(args, timing)
         header, rows = scaling_table(result)
         heading = (f"One training epoch (fig. 18): slope of the sparse time (N >= "
-                   f"{SLOPE_FROM:,}) {slope(result['n'], result['sparse'])}")
+                   f"{SLOPE_FROM:,}) {slope(result['n'], result['sparse'])}, two-level "
+                   f"{slope(result['n'], result['two_level'])}")
         print(heading, text_table(header, rows), result["reason"], "", sep="\n")
         markdown += ["", f"## {heading}", "",
                      "One Adam step (loss of eq. 49 with k = 4 and J = 8, backward, update), "
