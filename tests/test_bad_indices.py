@@ -234,3 +234,29 @@ def test_a_learned_factor_loaded_with_bad_indices_raises_not_crashes():
     """)
     assert result.returncode == 0, f"crashed ({result.returncode}): {result.stderr[-2000:]}"
     assert "refused: col_indices: expected values in [0, 16)" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("op, crow, col, message", [
+    ("ic0", [0, 10**7], [0], "ic0: expected crow to start at 0 and end at the length of col"),
+    ("ilu", [0, 10**7], [0], "ilu: expected crow to start at 0 and end at the length of col"),
+    ("iluk_symbolic", [0, 10**7], [0], "iluk_symbolic: expected crow to start at 0"),
+    ("ic0", [0, 2, 1, 3], [0, 0, 1], "ic0: expected non-decreasing crow, row 1"),
+    ("ilu", [3, 2, 3], [0, 0, 1], "ilu: expected crow to start at 0"),
+    ("ic0", [0, 1, 3], [0, 10**7, 1], "ic0: expected the columns of row 1 in"),
+    ("ic0", [0, 1, 3], [0, -5, 1], "ic0: expected the columns of row 1 in"),
+])
+def test_the_factorisation_ops_check_what_they_index(op, crow, col, message):
+    """The raw ops (reachable from Python as torch.ops.learnsolve.*) check the row
+    pointers and ic0 the columns it uses as row indices: an error, not a crash."""
+    result = run_isolated(f"""
+        from learnsolve.core._ops import ops
+        crow, col = torch.tensor({crow}), torch.tensor({col})
+        args = (crow, col, 1) if {op!r} == "iluk_symbolic" else \\
+            (crow, col, torch.ones(len({col}), dtype=torch.float64))
+        try:
+            getattr(ops, {op!r})(*args)
+        except ValueError as error:
+            print("refused:", error)
+    """)
+    assert result.returncode == 0, f"crashed ({result.returncode}): {result.stderr[-2000:]}"
+    assert "refused: " + message in result.stdout, result.stdout

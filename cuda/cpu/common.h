@@ -76,6 +76,18 @@ inline void check_pattern(const at::Tensor& crow, const at::Tensor& col, const c
   check_same_device(crow, col, op, crow_name, col_name);
 }
 
+// Row pointers a sequential kernel may walk: rp[0] == 0, never decreasing, and
+// rp[n] == nnz (the entries of col). O(n), cheap beside the kernels that call it
+// (the factorisations), which would otherwise read outside col on a bad crow.
+inline void check_row_pointers(const int64_t* rp, int64_t n, int64_t nnz, const char* op) {
+  TORCH_CHECK_VALUE(rp[0] == 0 && rp[n] == nnz, op, ": expected crow to start at 0 and end ",
+                    "at the length of col (", nnz, "), got ", rp[0], " and ", rp[n]);
+  for (int64_t i = 0; i < n; ++i) {
+    TORCH_CHECK_VALUE(rp[i] <= rp[i + 1], op, ": expected non-decreasing crow, row ", i,
+                      " ends (", rp[i + 1], ") before it starts (", rp[i], ")");
+  }
+}
+
 // at::empty for a kernel's output or scratch buffer. A large CPU buffer asks
 // the OS for transparent huge pages before it is first touched, as numpy does
 // for its arrays: on a fresh 40 MB buffer that turns ten thousand page faults

@@ -31,6 +31,7 @@ at::Tensor ic0_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tens
   const auto a = values.to(at::kDouble).contiguous();
   const int64_t* rp = crow_c.data_ptr<int64_t>();
   const int64_t* ci = col_c.data_ptr<int64_t>();
+  check_row_pointers(rp, n, col.numel(), "ic0");
   const double* av = a.data_ptr<double>();
   auto out = new_buffer({values.numel()}, a.options());
   double* l = out.data_ptr<double>();
@@ -44,6 +45,8 @@ at::Tensor ic0_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tens
                                                     : " has no stored diagonal entry");
     for (int64_t p = begin; p < last; ++p) {
       const int64_t k = ci[p];
+      TORCH_CHECK_VALUE(k >= 0 && k < i, "ic0: expected the columns of row ", i, " in [0, ", i,
+                        "] (a lower triangle, sorted), got ", k);
       // sum_{j<k} L_ij L_kj: row i before p against row k before its diagonal.
       double dot = 0.0;
       int64_t q = begin, s = rp[k];

@@ -31,6 +31,7 @@ at::Tensor ilu_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tens
   const auto col_c = col.contiguous();
   const int64_t* rp = crow_c.data_ptr<int64_t>();
   const int64_t* ci = col_c.data_ptr<int64_t>();
+  check_row_pointers(rp, n, col.numel(), "ilu");
   auto out = values.to(at::kDouble).clone().contiguous();
   double* f = out.data_ptr<double>();
   std::vector<int64_t> diagonal(n), position(n, -1);

@@ -31,6 +31,7 @@ std::tuple<at::Tensor, at::Tensor> iluk_symbolic_cpu(const at::Tensor& crow, con
   const auto col_c = col.contiguous();
   const int64_t* rp = crow_c.data_ptr<int64_t>();
   const int64_t* ci = col_c.data_ptr<int64_t>();
+  check_row_pointers(rp, n, col.numel(), "iluk_symbolic");
   constexpr int64_t kAbsent = std::numeric_limits<int64_t>::max();
 
   std::vector<int64_t> out_ptr(n + 1, 0), out_col, out_level, upper_start(n);
