@@ -8,10 +8,11 @@ from typing import Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from ..core.cache import values_cache
 from ..core.csr import CSRMatrix
 from ..core.validation import check_bool
 from ..linalg._checks import check_spd
-from .base import (IterativeSolver, MatrixCache, Operator, Solution, SystemMatrix,
+from .base import (IterativeSolver, Operator, Solution, SystemMatrix,
                    as_preconditioner, bind_to_problem, blocks_of, check_history_weights,
                    check_system,
                    host_values, matrix_of, reported, residual_norm, status_of,
@@ -27,8 +28,10 @@ DIFFERENTIATION = ("unrolled", "checkpoint", "implicit")
 def check_spd_cached(A: CSRMatrix) -> None:
     """:func:`check_spd`, skipped for a matrix that passed it with the same pattern
     and values (the same tensor, not changed in place since): a training loop
-    solves with the same A at every step. The record is one slot on the pattern."""
-    A.pattern.cached("check_spd", MatrixCache).get((A.values,), lambda: check_spd(A))
+    solves with the same matrices at every epoch. The record is kept per values
+    tensor (:func:`~learnsolve.core.cache.values_cache`), so that problems sharing a
+    pattern (a family on one grid) do not evict each other's."""
+    values_cache(A.values, "check_spd").get((A.pattern, A.values), lambda: check_spd(A))
 
 
 def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
