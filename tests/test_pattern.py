@@ -99,3 +99,34 @@ def test_cached_with_any_object_lives_as_long_as_it():
     del key
     gc.collect()
     assert len(p._pair_cache) == 0
+
+
+def test_value_cache_callbacks_survive_the_module_teardown(monkeypatch):
+    """At interpreter exit a module's globals can be gone (None) before the last
+    tensors die: an entry's weakref callback must not need them (CI printed
+    "Exception ignored ... 'NoneType' object has no attribute 'pop'")."""
+    import gc
+    import sys
+    from learnsolve.core import cache
+    raised = []
+    monkeypatch.setattr(sys, "unraisablehook", raised.append)
+    v = torch.ones(3)
+    cache.values_cache(v, "teardown").get((v,), lambda: 1)
+    entries = cache._BY_VALUES
+    monkeypatch.setattr(cache, "_BY_VALUES", None)      # as at exit
+    del v
+    gc.collect()
+    assert raised == []
+    assert not any(name == "teardown" for _, name in entries)
+
+
+def test_a_value_cache_entry_dies_with_its_tensor():
+    import gc
+    from learnsolve.core import cache
+    v = torch.ones(3)
+    cache.values_cache(v, "probe").get((v,), lambda: 1)
+    key = (id(v), "probe")
+    assert key in cache._BY_VALUES
+    del v
+    gc.collect()
+    assert key not in cache._BY_VALUES

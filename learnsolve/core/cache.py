@@ -7,6 +7,7 @@ structure alone is cached on the :class:`~learnsolve.core.pattern.Pattern`."""
 from __future__ import annotations
 
 import weakref
+from functools import partial
 from typing import Callable
 
 import torch
@@ -63,6 +64,14 @@ def values_cache(values: torch.Tensor, name: str) -> MatrixCache:
     key = (id(values), name)
     entry = _BY_VALUES.get(key)
     if entry is None or entry[0]() is not values:
-        entry = _BY_VALUES[key] = (weakref.ref(values, lambda _, key=key: _BY_VALUES.pop(key, None)),
-                                   MatrixCache())
+        entry = _BY_VALUES[key] = (weakref.ref(values, partial(_forget, key)), MatrixCache())
     return entry[1]
+
+
+def _forget(key: tuple, ref: weakref.ref, entries: dict = _BY_VALUES) -> None:
+    """Drop ``key``'s entry when its tensor dies, unless a newer tensor (with the same
+    id) replaced it. ``entries`` is bound at definition: at interpreter exit the
+    module's globals may be gone before the last tensors are."""
+    entry = entries.get(key)
+    if entry is not None and entry[0] is ref:
+        del entries[key]
