@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -423,6 +424,87 @@ class ProblemSet(Sequence):
             dtype=V.check_dtype(dtype), device=device, symmetric=symmetric))
         problems._indices = tuple(range(len(paths)))
         return problems
+
+    def save(self, directory, *, workers: int = 1, overwrite: bool = False) -> Path:
+        """Write the set to ``directory``: one file per problem and an ``index.json``;
+        :meth:`load` reads it back lazily (format: :mod:`learnsolve.problems.store`).
+
+        Everything a problem carries is written and reads back exactly: the matrix,
+        ``b``, coordinates, boundary flags, solution, mesh, partition, name, seed and
+        ``info`` (whose entries must be None, bools, numbers, strings, tensors, numpy
+        arrays or scalars, lists, tuples and str-keyed dicts of these, meshes,
+        partitions or coefficient fields; anything else is a TypeError naming the
+        entry). Tensors are written detached, from the CPU. Not written: a problem's
+        random stream's state (a loaded problem's restarts from its seed). Problems
+        are made one at a time and not added to the set's cache.
+
+        Parameters
+        ----------
+        directory : str or path-like
+            Created if need be; it must be empty unless ``overwrite``.
+        workers : int
+            Processes making and writing the problems (``spawn``ed, one thread
+            each); 1: all in this process. With more, the set is pickled to the
+            workers: a factory set's factory must be a module-level function.
+        overwrite : bool
+            Replace a set saved in ``directory``: its files are removed first
+            (other files are left alone; so not the directory this set reads from).
+
+        Returns
+        -------
+        Path
+            ``directory``.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from learnsolve.problems import ProblemSet, random_grid_problem
+        >>> problems = ProblemSet(random_grid_problem, 2, seed=0)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     sorted(p.name for p in problems.save(tmp).iterdir())
+        ['index.json', 'problem-000000.pt', 'problem-000001.pt']
+        """
+        from . import store     # looked up at each call: store imports this module
+        return store.save(self, directory, workers=workers, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, directory, *, device=None, cache: bool = False) -> "ProblemSet":
+        """The set :meth:`save` wrote to ``directory``, read lazily.
+
+        Only ``index.json`` is read here. Problem ``i`` is read, from its own file,
+        when accessed, and checked (format, version, and its name, size, nnz and
+        dtype against the index): a missing file is a FileNotFoundError, any other
+        fault a ValueError naming the file. Files are read with
+        ``torch.load(weights_only=True)``: one holding anything but tensors,
+        numbers, strings, lists and dicts is refused, not run. Subsets,
+        :meth:`split` and :meth:`to` read nothing. The set has the saved set's
+        seed and the problems their indices in it, so :meth:`seed_of` is the
+        saved set's.
+
+        Parameters
+        ----------
+        device : torch.device or str, optional
+            Where the problems go (default: the CPU).
+        cache : bool
+            Keep the problems read. Default: read the file at each access (one
+            problem in memory at a time when iterating over a large set).
+
+        Examples
+        --------
+        >>> import tempfile, torch
+        >>> from learnsolve.problems import ProblemSet, random_grid_problem
+        >>> problems = ProblemSet(random_grid_problem, 4, seed=0)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     loaded = ProblemSet.load(problems.save(tmp))
+        ...     train, test = loaded.split(0.5)                   # reads nothing
+        ...     a, b = loaded[1], problems[1]                     # reads problem-000001.pt
+        >>> bool(torch.equal(a.A.values, b.A.values)), a.name == b.name, a.seed == b.seed
+        (True, True, True)
+        >>> loaded.seed == problems.seed, loaded.seed_of(3) == problems.seed_of(3)
+        (True, True)
+        """
+        from . import store
+        return store.load(directory, device=device, cache=cache)
 
     @classmethod
     def _view(cls, parent: "ProblemSet", indices, make=None, cache=None) -> "ProblemSet":
