@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from learnsolve.nn import FactorNet
-from learnsolve.problems import diffusion_2d, fem_problem, l_shape, poisson_1d, poisson_2d
+from learnsolve.problems import (diffusion_2d, fem_problem, l_shape, poisson_1d, poisson_2d,
+                                 random_spd_problem)
 from learnsolve.problems.batch import batch_problems, block_rhs, unbatch
 from learnsolve.solvers import GMRES, PCG, IncompleteLU, NeuralFactor, gmres_loss, pcg_loss
 from learnsolve.train import Trainer
@@ -18,9 +19,9 @@ def _problems():
             poisson_2d(5, dtype=F64)]
 
 
-def _factor(seed=0):
+def _factor(seed=0, ordering=None):
     torch.manual_seed(seed)
-    M = NeuralFactor(FactorNet(8, 2)).double()
+    M = NeuralFactor(FactorNet(8, 2), ordering=ordering).double()
     with torch.no_grad():
         M.alpha.fill_(0.3)
     return M
@@ -46,13 +47,15 @@ def test_the_batch_is_block_diagonal():
         assert int((part[:, :3 * p] != 0).sum()) == 0 and int((part[:, 3 * p + 3:] != 0).sum()) == 0
 
 
+@pytest.mark.parametrize("ordering", [None, "rcm"])
 @pytest.mark.parametrize("loss, make", [
     (pcg_loss, lambda M: PCG(M=M, maxiter=6, rtol=0.0)),
     (gmres_loss, lambda M: GMRES(M=M, maxiter=6, rtol=0.0)),
 ])
-def test_a_batch_has_the_mean_loss_and_gradient_of_its_problems(loss, make):
-    problems = _problems()
-    M = _factor()
+def test_a_batch_has_the_mean_loss_and_gradient_of_its_problems(loss, make, ordering):
+    problems = _problems() + [random_spd_problem(7, nodes=(200, 400), dtype=F64)
+                              for _ in range(1)]
+    M = _factor(ordering=ordering)
     model = make(M)
     blocks = _blocks(problems)
     separate = torch.stack([loss(model, p, X, iterations=6) for p, X in zip(problems, blocks)])

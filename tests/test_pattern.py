@@ -1,6 +1,8 @@
 """The public Pattern: its named cached structure, clear_cache and CSRMatrix.from_pattern."""
+import numpy as np
 import pytest
 import scipy.sparse as sp
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 import torch
 
 from learnsolve import CSRMatrix
@@ -130,3 +132,26 @@ def test_a_value_cache_entry_dies_with_its_tensor():
     del v
     gc.collect()
     assert key not in cache._BY_VALUES
+
+
+def test_the_rcm_ordering_of_a_batch_is_that_of_each_of_its_problems():
+    """Each connected component is ordered as if alone (scipy's tie-breaks depend on the
+    whole graph), the components in the order of their first unknowns."""
+    import functools
+    from learnsolve.problems import ProblemSet, random_spd_problem
+    from learnsolve.problems.batch import batch_problems
+    make = functools.partial(random_spd_problem, nodes=(200, 800), dtype=torch.float64)
+    problems = list(ProblemSet(make, 6, seed=7))
+    batch = batch_problems(problems)
+    perm = batch.A.pattern.ordering("rcm")
+    offsets = batch.info["offsets"]
+    for p, start, end in zip(problems, offsets[:-1], offsets[1:]):
+        assert torch.equal(perm[start:end] - start, p.A.pattern.ordering("rcm"))
+    alone = problems[0].A.pattern.ordering("rcm").numpy()
+    graph = sp.csr_matrix((np.ones(problems[0].A.nnz), problems[0].A.col_indices.numpy(),
+                           problems[0].A.crow_indices.numpy()), shape=problems[0].A.shape)
+    assert np.array_equal(alone, reverse_cuthill_mckee(graph, symmetric_mode=False))
+    # A lone unknown stays where it is, between the components around it.
+    A = CSRMatrix.from_dense(torch.tensor([[2.0, 1, 0, 0], [1, 2, 0, 0], [0, 0, 3, 0],
+                                           [0, 0, 0, 4]]))
+    assert A.pattern.ordering("rcm").tolist() == [1, 0, 2, 3]
