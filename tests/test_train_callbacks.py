@@ -2,13 +2,13 @@
 callback, the deprecated batch_size and what the step rollback keeps."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from learnsolve.problems import poisson_1d
 from learnsolve.train import Callback, Checkpoint, Trainer
-from learnsolve.train.sampling import draw_rhs
 
 F64 = torch.float64
 
@@ -96,8 +96,10 @@ def test_a_step_averages_the_losses_of_its_problems(k):
     # Again by hand: the epoch's order, the vectors of its first step, their mean loss.
     generator = torch.Generator().manual_seed(4)
     order = torch.randperm(3, generator=generator).tolist()
+    epoch_seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
     first = [ps[i] for i in order[:k]]
-    X = draw_rhs(first, 5, generator)
+    X = [p.random_rhs(5, seed=vector_seed(epoch_seed, position), normalize=True)
+         for position, p in enumerate(first)]
     reference = NodeJacobi()
     losses = [reference.loss(p, x) for p, x in zip(first, X)]
     mean = sum(losses) / k
@@ -123,17 +125,27 @@ def test_an_epoch_has_ceil_steps_and_the_loss_is_the_mean_over_its_problems():
     assert trainer.history_.loss[0] == pytest.approx(expected, rel=1e-14)
 
 
+def vector_seed(epoch_seed: int, position: int) -> int:
+    """The seed of the vectors at ``position`` of an epoch (the sampling module's rule)."""
+    state = np.random.SeedSequence(epoch_seed, spawn_key=(position,)).generate_state(
+        1, np.uint64)[0]
+    return int(state >> np.uint64(1))
+
+
 def by_hand(seed: int, epochs: int, ps, rhs: int, lr: float):
-    """The one-problem-a-step training, written out: a shuffled order per epoch, a block
-    of vectors per problem from the same stream, an Adam step on its loss."""
+    """The one-problem-a-step training, written out: a shuffled order and a vector seed per
+    epoch, a block of vectors per problem from the seed and its position, an Adam step on
+    its loss."""
     model = NodeJacobi()
     optimizer = torch.optim.Adam([model.omega], lr=lr)
     generator = torch.Generator().manual_seed(seed)
     means = []
     for _ in range(epochs):
         values = []
-        for i in torch.randperm(len(ps), generator=generator).tolist():
-            X = ps[i].random_rhs(rhs, generator=generator, normalize=True)
+        order = torch.randperm(len(ps), generator=generator).tolist()
+        epoch_seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+        for position, i in enumerate(order):
+            X = ps[i].random_rhs(rhs, seed=vector_seed(epoch_seed, position), normalize=True)
 
             def closure():
                 optimizer.zero_grad()

@@ -109,7 +109,7 @@ def test_the_start_wins_when_every_epoch_is_worse():
     start = state(model)
     trainer = quiet(model, optimizer="sgd", lr=100.0, epochs=4, keep_best="val_loss")
     with pytest.warns(UserWarning, match=r"no epoch beat the start on keep_best='val_loss' "
-                                         r"\(0\.9\d+ at the start, \d.* at the best epoch, 0\); "
+                                         r"\(0\.\d+ at the start, \d.* at the best epoch, 0\); "
                                          r"the model keeps its starting parameters"):
         trainer.fit(P1, validation=P1)
     assert np.all(trainer.history_.val_loss > trainer.start_logs_["val_loss"])
@@ -142,9 +142,10 @@ def test_ties_keep_the_start_and_non_finite_values_never_win():
 def test_the_start_loss_is_measured_on_fixed_vectors():
     model = jacobi()
     trainer = quiet(model, epochs=2, rhs_per_problem=4, keep_best="loss")
-    generator = torch.Generator().manual_seed(0)
+    # The trainer's seed (0) and the problem's position (0): the sampling module's rule.
+    seed = int(np.random.SeedSequence(0, spawn_key=(0,)).generate_state(1, np.uint64)[0] >> 1)
     with torch.no_grad():
-        expected = float(model.loss(P1, P1.random_rhs(4, generator=generator, normalize=True)))
+        expected = float(model.loss(P1, P1.random_rhs(4, seed=seed, normalize=True)))
     trainer.fit(P1)
     assert trainer.start_logs_ == {"loss": expected}
     assert trainer.best_epoch_ == first_argmin(trainer.history_.loss)   # both below the start
@@ -163,8 +164,9 @@ def test_a_non_finite_stop_restores_the_best_and_the_training_resumes_bit_for_bi
     stopped = trainer(at=7)                                  # epoch 3's second step
     with pytest.warns(RuntimeWarning, match="non-finite loss at epoch 3"):
         stopped.fit(problems, validation=P1)
-    assert stopped.epochs_done_ == 3 and stopped.best_epoch_ == 0
-    best = trainer(epochs=1).fit(problems, validation=P1)
+    assert stopped.epochs_done_ == 3 and stopped.best_epoch_ < 3
+    best = trainer(epochs=stopped.best_epoch_ + 1).fit(problems, validation=P1)
+    assert best.best_epoch_ == stopped.best_epoch_
     assert same(state(stopped.model), state(best.model))
     stopped.save(tmp_path / "trainer.pt")
     stopped.loss.at = None
@@ -187,7 +189,7 @@ def test_save_and_load_keep_the_best(tmp_path):
     path = tmp_path / "trainer.pt"
     first.save(path)
     saved = torch.load(path, weights_only=True)
-    assert saved["version"] == 2 and saved["best"]["epoch"] == first.best_epoch_ == 0
+    assert saved["version"] == 3 and saved["best"]["epoch"] == first.best_epoch_ == 0
     loaded = trainer().load(path)
     assert same(state(loaded.model), state(first.model))     # the best, as after the fit
     assert (loaded.best_epoch_, loaded.best_value_, loaded.start_logs_) == (

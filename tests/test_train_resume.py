@@ -138,7 +138,7 @@ def test_an_interrupt_in_a_step_resumes_bit_for_bit(fault, how, tmp_path):
     assert resumed.epochs_done_ == 10
     assert_same_training(resumed.fit(problems()), straight)
     state = torch.load(path, weights_only=True)
-    assert state["version"] == 2 and state["progress"]["epoch"] == 10
+    assert state["version"] == 3 and state["progress"]["epoch"] == 10
     assert len(state["progress"]["losses"]) == STEP - 10 * PROBLEMS
 
 
@@ -199,18 +199,37 @@ def test_checkpoint_versions(tmp_path):
     first = trainer(epochs=5).fit(problems())
     first.save(tmp_path / "v2.pt")
     state = torch.load(tmp_path / "v2.pt", weights_only=True)
-    assert state["version"] == 2 and state["progress"] is None
+    assert state["version"] == 3 and state["progress"] is None
     del state["progress"]
     state.update(version=1, epochs_done=5)
     torch.save(state, tmp_path / "v1.pt")
     resumed = trainer().load(tmp_path / "v1.pt")
     assert resumed.epochs_done_ == 5
     assert_same_training(resumed.fit(problems()), straight)
-    state["version"] = 3
-    torch.save(state, tmp_path / "v3.pt")
-    with pytest.raises(ValueError, match="path: expected a Trainer.save file of version 1 to 2, "
-                                         "got version 3"):
-        trainer().load(tmp_path / "v3.pt")
+    state["version"] = 4
+    torch.save(state, tmp_path / "v4.pt")
+    with pytest.raises(ValueError, match="path: expected a Trainer.save file of version 1 to 3, "
+                                         "got version 4"):
+        trainer().load(tmp_path / "v4.pt")
+
+
+def test_a_version_2_file_saved_in_an_epoch_resumes_on_new_vectors_with_a_warning(tmp_path):
+    stopped = trainer(Faults(STEP))
+    with pytest.raises(KeyboardInterrupt):
+        stopped.fit(problems())
+    stopped.save(tmp_path / "v3.pt")
+    state = torch.load(tmp_path / "v3.pt", weights_only=True)
+    del state["progress"]["seed"]      # version 2 drew the vectors step after step
+    state["version"] = 2
+    torch.save(state, tmp_path / "v2.pt")
+    with pytest.warns(UserWarning, match="saved in the middle of an epoch by an older "
+                                         "version.*new vectors"):
+        resumed = trainer().load(tmp_path / "v2.pt")
+    assert resumed.fit(problems()).epochs_done_ == EPOCHS
+    again = trainer()
+    with pytest.warns(UserWarning, match="older version"):
+        again.load(tmp_path / "v2.pt")
+    assert same(again.fit(problems()).model.state_dict(), resumed.model.state_dict())
 
 
 def test_resuming_an_epoch_needs_as_many_problems():

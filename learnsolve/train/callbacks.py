@@ -71,6 +71,11 @@ class Callback:
     ...         torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), 1.0)
     """
 
+    #: In a distributed training (:mod:`~learnsolve.train.distributed`), whether only
+    #: rank 0 calls its hooks (a progress bar, a logger); the others are called on every
+    #: rank, where the trainer's history, and so what they decide, is the same.
+    rank_zero_only: bool = False
+
     def on_fit_start(self, trainer) -> None:
         """Called at the start of ``fit``, after the optimizer is built."""
 
@@ -338,7 +343,7 @@ class ProgressBar(Callback):
     The trainer adds one in front of its callbacks when built with
     ``progress=True`` (its default) and none is among them. The bar is the
     notebook widget in Jupyter where ipywidgets is installed, else text on
-    stderr.
+    stderr. In a distributed training, rank 0 shows it.
 
     Attributes
     ----------
@@ -356,6 +361,8 @@ class ProgressBar(Callback):
     >>> "training: 100%" in text.getvalue() and "2/2" in text.getvalue()
     True
     """
+
+    rank_zero_only = True
 
     def __init__(self, **kwargs):
         self.kwargs = {"unit": "epoch", "desc": "training", **kwargs}

@@ -16,12 +16,14 @@ import torch
 __all__ = ["FORMAT", "VERSION", "clone_state", "read", "write"]
 
 FORMAT = "learnsolve.Trainer"
-#: Version 2 adds the progress of an epoch stopped in its middle ("progress"). Entries
+#: Version 2 adds the progress of an epoch stopped in its middle ("progress"); version 3
+#: its vectors' seed ("progress"/"seed": the vectors are drawn per problem position since,
+#: see :mod:`learnsolve.train.sampling`). Entries
 #: added since are optional and leave what older readers use as it was ("best", what
 #: keep_best keeps, beside "model", still the parameters training continues from;
 #: "problems_per_step"): files without them load, and readers without them resume the
 #: same training.
-VERSION = 2
+VERSION = 3
 
 
 def clone_state(state):

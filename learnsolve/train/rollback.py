@@ -9,9 +9,12 @@ training resumes bit for bit (see the Notes of
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
+
+from .sampling import stream_seed
 
 __all__ = ["NonFinite", "Progress", "Rollback"]
 
@@ -30,36 +33,49 @@ class NonFinite(ArithmeticError):
 class Progress:
     """How far the epoch under way has gone: what resuming it in its middle needs.
 
-    ``order`` is the epoch's shuffled problem order, ``losses[:step]`` the
-    losses of its ``step`` optimizer steps done (each over ``problems_per_step``
-    problems of ``order``, the last over what is left), ``generator`` the
-    trainer's generator state before step ``step`` draws its vectors,
-    ``elapsed`` the seconds the epoch has run. While a step runs, the model
+    ``order`` is the epoch's shuffled problem order, ``seed`` the seed of its
+    vectors (:mod:`~learnsolve.train.sampling`), ``losses[:step]`` the losses of
+    its ``step`` optimizer steps done (each over ``problems_per_step`` problems
+    of ``order``, the last over what is left), ``generator`` the trainer's
+    generator state after the epoch drew its order and seed, ``elapsed`` the
+    seconds the epoch has run. While a step runs, the model
     and the optimizer may be past this boundary; the trainer's rewind brings
     them back.
 
     Examples
     --------
-    >>> p = Progress(0, [2, 0, 1], torch.Generator().get_state(), losses=[1.5])
-    >>> p.step, p.state_dict()["order"]
-    (1, [2, 0, 1])
+    >>> p = Progress(0, [2, 0, 1], 7, torch.Generator().get_state(), losses=[1.5])
+    >>> p.step, p.state_dict()["order"], p.state_dict()["seed"]
+    (1, [2, 0, 1], 7)
     """
 
-    def __init__(self, epoch: int, order: Sequence[int], generator: torch.Tensor,
+    def __init__(self, epoch: int, order: Sequence[int], seed: int, generator: torch.Tensor,
                  losses: Sequence[float] = (), elapsed: float = 0.0):
-        self.epoch, self.order, self.generator = epoch, list(order), generator
+        self.epoch, self.order, self.seed, self.generator = epoch, list(order), seed, generator
         self.losses = list(losses)
         self.step = len(self.losses)
         self.elapsed = elapsed
 
     def state_dict(self) -> dict:
         """Numbers and lists only (the generator's state is saved with the trainer's)."""
-        return {"epoch": self.epoch, "order": self.order, "losses": self.losses[:self.step],
-                "elapsed": self.elapsed}
+        return {"epoch": self.epoch, "order": self.order, "seed": self.seed,
+                "losses": self.losses[:self.step], "elapsed": self.elapsed}
 
     @classmethod
     def from_state(cls, state: dict, generator: torch.Tensor) -> "Progress":
-        return cls(int(state["epoch"]), state["order"], generator, state["losses"],
+        """The progress saved by :meth:`state_dict`. A state without ``seed`` (a file of
+        version 2, whose epochs drew their vectors one step after the other from the
+        trainer's generator) gets one drawn from ``generator``: the rest of that epoch
+        trains on other vectors than it would have, with a warning."""
+        seed = state.get("seed")
+        if seed is None:
+            warnings.warn("Trainer.load: this file was saved in the middle of an epoch by an "
+                          "older version, which drew the vectors differently; the rest of "
+                          "that epoch trains on new vectors", UserWarning, stacklevel=3)
+            g = torch.Generator()
+            g.set_state(generator)
+            seed = stream_seed(g)
+        return cls(int(state["epoch"]), state["order"], int(seed), generator, state["losses"],
                    float(state["elapsed"]))
 
 

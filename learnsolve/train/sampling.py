@@ -1,11 +1,18 @@
 """The random right-hand sides a training step and the validation loss are computed on.
 
 Each problem's block ``X`` of ``(n, J)`` unit 2-norm columns is drawn by
-:meth:`Problem.random_rhs <learnsolve.problems.Problem.random_rhs>` from the
-trainer's CPU generator, directly in the problem's dtype (no float64 draw cast
-down), on the CPU so that every device sees the same numbers, and moved to the
-problem's device once. The problems of a step draw in their order, so that
-one stream gives the same vectors whatever ``problems_per_step`` is.
+:meth:`Problem.random_rhs <learnsolve.problems.Problem.random_rhs>` from a
+generator of its own, seeded from a stream seed and the problem's *position*:
+its place in the epoch's shuffled order for training (the stream seed drawn
+once per epoch from the trainer's generator), its index among the validation
+problems for ``val_loss``. The vectors are drawn in the problem's dtype (no
+float64 draw cast down), on the CPU so that every device sees the same
+numbers, and moved to the problem's device once.
+
+So a problem's vectors do not depend on which other problems share its step,
+nor on which process draws them: the same whatever ``problems_per_step`` is,
+and the same in a distributed training, where each process draws only the
+vectors of its own share of the problems (:mod:`learnsolve.train.distributed`).
 """
 from __future__ import annotations
 
@@ -13,34 +20,60 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..problems.problem import Problem
+from ..problems.problem import Problem, _child_seed
 
-__all__ = ["draw_rhs", "fixed_rhs"]
+__all__ = ["draw_rhs", "fixed_rhs", "position_seed", "stream_seed"]
 
 
-def draw_rhs(problems: Sequence[Problem], count: int, generator: torch.Generator,
+def stream_seed(generator: torch.Generator) -> int:
+    """A seed for the vectors of an epoch, drawn from the trainer's ``generator``.
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> stream_seed(g) == stream_seed(torch.Generator().manual_seed(0))
+    True
+    """
+    return int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+
+
+def position_seed(seed: int, position: int) -> int:
+    """The seed of the vectors of the problem at ``position`` of a stream seeded with
+    ``seed``: independent streams (``numpy.random.SeedSequence``), one per position."""
+    return _child_seed(seed, position)
+
+
+def draw_rhs(problems: Sequence[Problem], count: int, seed: int, positions: Sequence[int],
              distribution: str = "normal") -> list[torch.Tensor]:
-    """One block of ``count`` random unit vectors per problem, drawn in turn from
-    ``generator``.
+    """One block of ``count`` random unit vectors per problem, problem ``k`` drawn from
+    a generator seeded with ``position_seed(seed, positions[k])``.
 
     Examples
     --------
     >>> from learnsolve.problems import poisson_1d
-    >>> g = torch.Generator().manual_seed(0)
-    >>> X = draw_rhs([poisson_1d(4), poisson_1d(6, dtype=torch.float64)], 3, g)
+    >>> X = draw_rhs([poisson_1d(4), poisson_1d(6, dtype=torch.float64)], 3, seed=0,
+    ...              positions=[0, 1])
     >>> [(tuple(x.shape), x.dtype) for x in X]
     [((4, 3), torch.float32), ((6, 3), torch.float64)]
-    >>> X[1].norm(dim=0).tolist()
-    [1.0, 1.0, 1.0]
+    >>> torch.allclose(X[1].norm(dim=0), torch.ones(3, dtype=torch.float64))
+    True
+    >>> torch.equal(draw_rhs([poisson_1d(6, dtype=torch.float64)], 3, 0, [1])[0], X[1])
+    True
     """
-    return [problem.random_rhs(count, generator=generator, distribution=distribution,
-                               normalize=True) for problem in problems]
+    if len(problems) != len(positions):
+        raise ValueError(f"positions: expected one per problem ({len(problems)}), got "
+                         f"{len(positions)}")
+    return [problem.random_rhs(count, seed=position_seed(seed, position),
+                               distribution=distribution, normalize=True)
+            for problem, position in zip(problems, positions)]
 
 
 def fixed_rhs(problems: Sequence[Problem], count: int, seed: int,
-              distribution: str = "normal") -> Iterator[tuple[Problem, torch.Tensor]]:
-    """``(problem, X)`` for each problem, from a generator seeded anew with ``seed``: the
-    same vectors at every call (the validation loss of every epoch compares). Drawn one
+              distribution: str = "normal", positions: Sequence[int] | None = None
+              ) -> Iterator[tuple[Problem, torch.Tensor]]:
+    """``(problem, X)`` for each problem, ``X`` from a generator seeded with ``seed`` and
+    the problem's position (default: its index in ``problems``): the same vectors at
+    every call, so that the validation losses of every epoch compare. Drawn one
     problem at a time, as they are used.
 
     Examples
@@ -51,6 +84,6 @@ def fixed_rhs(problems: Sequence[Problem], count: int, seed: int,
     >>> torch.equal(first[0], again[0])
     True
     """
-    generator = torch.Generator().manual_seed(seed)
-    for problem in problems:
-        yield problem, draw_rhs([problem], count, generator, distribution)[0]
+    positions = range(len(problems)) if positions is None else positions
+    for problem, position in zip(problems, positions):
+        yield problem, draw_rhs([problem], count, seed, [position], distribution)[0]

@@ -30,11 +30,12 @@ from . import checkpoint
 from .best import KeepBest
 from .callbacks import Callback, ProgressBar
 from .checkpoint import clone_state
+from .distributed import process_group, warn_idle
 from .history import History
 from .measure import Measure
 from .options import build_optimizer, check_arguments
 from .rollback import NonFinite, Progress, Rollback
-from .sampling import draw_rhs
+from .sampling import draw_rhs, stream_seed
 
 __all__ = ["Trainer"]
 
@@ -106,6 +107,16 @@ class Trainer(KeepBest, Measure):
     rollback_device : str or torch.device, optional
         Where the copies that undo a step are kept (:class:`Rollback`): beside
         the parameters (default), or ``"cpu"`` to spare a GPU's memory.
+    distributed : bool, optional
+        Train over several processes (``torch.distributed``, launched by
+        ``torchrun``; :mod:`~learnsolve.train.distributed`): each process takes
+        its share of every step's problems and DDP averages the gradients, so
+        that the training is that of one process with the same
+        ``problems_per_step``, to rounding. None (default): when a process group
+        of more than one process is initialised. True: also initialise one
+        from torchrun's environment if none is (NCCL for a CUDA ``device``,
+        whose bare ``"cuda"`` then means the process's ``LOCAL_RANK`` GPU, gloo
+        otherwise). False: one process.
     batch_size : int, optional
         Deprecated alias of ``rhs_per_problem`` (a DeprecationWarning).
 
@@ -124,6 +135,9 @@ class Trainer(KeepBest, Measure):
         The trainer's random stream (CPU).
     rollback_ : Rollback
         The copies that undo a step (see Notes).
+    group_ : ProcessGroup or None
+        The processes of a distributed training (its ``rank`` and
+        ``world_size``), None in one process.
     stop_training : bool
         Set by a callback to stop after the current epoch.
     start_logs_ : dict or None
@@ -206,9 +220,9 @@ class Trainer(KeepBest, Measure):
     ...                   seed=0, progress=False, metrics={"iterations": pcg_iterations()},
     ...                   keep_best="iterations")
     >>> trainer.fit(p).start_logs_, trainer.history_.iterations[:3].tolist()
-    ({'iterations': 23.0}, [25.0, 22.0, 24.0])
+    ({'iterations': 23.0}, [25.0, 25.0, 24.0])
     >>> trainer.best_epoch_, trainer.best_value_
-    (19, 20.0)
+    (17, 20.0)
 
     Two problems per step (an epoch of three problems is two steps):
 
@@ -231,7 +245,7 @@ class Trainer(KeepBest, Measure):
                  metrics: dict[str, Callable] | None = None, keep_best: str | None = None, *,
                  problems_per_step: int = 1, batch: bool = False,
                  rollback_device: str | torch.device | None = None,
-                 batch_size: int | None = None):
+                 distributed: bool | None = None, batch_size: int | None = None):
         (model, loss, optimizer, lr, device, rollback_device, seed, callbacks, metrics,
          keep_best, rhs_per_problem) = check_arguments(
             model, loss, optimizer, lr, distribution, device, rollback_device, seed, callbacks,
@@ -247,6 +261,9 @@ class Trainer(KeepBest, Measure):
         self.distribution = distribution
         self.device = device
         self.rollback_device = rollback_device
+        if distributed is not None:
+            distributed = check_bool(distributed, "distributed")
+        self.distributed = distributed
         self.seed = seed
         self.callbacks = callbacks
         self.progress = bool(progress)
@@ -291,24 +308,33 @@ class Trainer(KeepBest, Measure):
         >>> Trainer(Jacobi(1.0, 4), callbacks=[Hello()]).notify("on_epoch_start", epoch=3)
         hello from epoch 3
         """
+        others = getattr(self, "group_", None) is not None and self.group_.rank != 0
         for callback in ([] if self._bar is None else [self._bar]) + self.callbacks:
-            getattr(callback, hook)(self, **kwargs)
+            if not (others and callback.rank_zero_only):
+                getattr(callback, hook)(self, **kwargs)
 
     # ------------------------------------------------------------------ set-up
     def _initialize(self) -> None:
-        """Move the model, build the optimizer and the random stream; empty history."""
-        if self.device is not None:
-            self.model.to(self.device)
+        """Find the processes, move the model, build the optimizer and the random stream;
+        empty history."""
+        self.group_, self._device = process_group(self.distributed, self.device)
+        if self._device is not None:
+            self.model.to(self._device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"model: expected trainable parameters, {type(self.model).__name__} "
                              f"has none (with requires_grad)")
+        self._step_loss = None if self.group_ is None else self.group_.wrap(self.model,
+                                                                             self._loss)
         self.optimizer_ = build_optimizer(self.optimizer, params, self.lr)
         self.generator_ = torch.Generator()
-        if self.seed is None:
+        seed = self.seed
+        if self.group_ is not None:
+            seed = self.group_.agree(seed, "seed")
+        if seed is None:
             self.generator_.seed()
         else:
-            self.generator_.manual_seed(self.seed)
+            self.generator_.manual_seed(seed)
         self.rollback_ = Rollback(self.rollback_device)
         self.history_ = History()
         self._progress = None
@@ -320,11 +346,12 @@ class Trainer(KeepBest, Measure):
     def _problems(self, problems, name: str) -> Sequence[Problem]:
         """Problems as a sequence, moved to the trainer's device."""
         problems = as_problems(problems, name)
-        if self.device is None:
+        device = getattr(self, "_device", self.device)
+        if device is None:
             return problems
         if isinstance(problems, ProblemSet):
-            return problems.to(self.device)
-        return [problem.to(self.device) for problem in problems]
+            return problems.to(device)
+        return [problem.to(device) for problem in problems]
 
     def _loss(self, problem: Problem, X: torch.Tensor) -> torch.Tensor:
         loss = self.model.loss(problem, X) if self.loss is None else \
@@ -349,13 +376,15 @@ class Trainer(KeepBest, Measure):
         ``val_loss`` are measured. With ``keep_best``, ends with the best
         parameters (see the Notes of :class:`Trainer`). Returns self.
         """
-        train = self._problems(problems, "problems")
-        valid = None if validation is None else self._problems(validation, "validation")
-        if self.keep_best == "val_loss" and valid is None:
+        if self.keep_best == "val_loss" and validation is None:
             raise ValueError("validation: keep_best='val_loss' needs validation problems, got "
                              "None")
         if not hasattr(self, "optimizer_"):
             self._initialize()
+        train = self._problems(problems, "problems")
+        valid = None if validation is None else self._problems(validation, "validation")
+        if self.group_ is not None:
+            warn_idle(self.problems_per_step, self.group_.world_size)
         if self._progress is not None and len(self._progress.order) != len(train):
             raise ValueError(f"problems: expected the {len(self._progress.order)} problems epoch "
                              f"{self._progress.epoch} was stopped in the middle of, got "
@@ -423,7 +452,8 @@ class Trainer(KeepBest, Measure):
         self.model.train()
         if self._progress is None:
             order = torch.randperm(len(train), generator=self.generator_).tolist()
-            self._progress = Progress(self.epochs_done_, order, self.generator_.get_state())
+            seed = stream_seed(self.generator_)
+            self._progress = Progress(self.epochs_done_, order, seed, self.generator_.get_state())
         progress = self._progress
         start = time.perf_counter()
         try:
@@ -452,22 +482,29 @@ class Trainer(KeepBest, Measure):
         return math.fsum(loss * size for loss, size in zip(progress.losses, sizes)) / sum(sizes)
 
     def _steps(self, train, progress: Progress) -> None:
-        """The epoch's steps from ``progress.step`` on."""
-        batches = self._batches(progress.order)
-        while progress.step < len(batches):
-            problems = [train[i] for i in batches[progress.step]]
-            X = draw_rhs(problems, self.rhs_per_problem, self.generator_, self.distribution)
-            progress.losses.append(self.train_step(problems, X))
-            # The generator's state before the step count: until the count moves
-            # on, the step's rollback copies say where it started (see _rewind).
-            progress.generator = self.generator_.get_state()
+        """The epoch's steps from ``progress.step`` on: each on the problems at its
+        positions of the epoch's order (this process's share of them), each problem on
+        the vectors of its position."""
+        steps = self._batches(range(len(progress.order)))
+        while progress.step < len(steps):
+            positions = steps[progress.step]
+            mine = positions if self.group_ is None else self.group_.share(positions)
+            problems = [train[progress.order[i]] for i in mine]
+            X = draw_rhs(problems, self.rhs_per_problem, progress.seed, mine, self.distribution)
+            progress.losses.append(self.train_step(problems, X, total=len(positions)))
             progress.step += 1
 
     def train_step(self, problems: Problem | Sequence[Problem],
-                   X: torch.Tensor | Sequence[torch.Tensor]) -> float:
+                   X: torch.Tensor | Sequence[torch.Tensor], *, total: int | None = None
+                   ) -> float:
         """One optimizer step on the mean loss of ``problems``, each on its block ``X``
         (one problem and one block, or sequences of them); returns the loss before the
         step.
+
+        In a distributed training (:attr:`group_`), every process calls it with
+        its share of the step's problems (possibly none) and the step is on the
+        mean loss of all of them; ``total`` is their number on all processes
+        (default: counted, one more collective).
 
         Calls the callbacks' ``on_step_start``, ``on_gradient`` (after the
         backward pass, at each closure call) and ``on_step_end``. Raises
@@ -492,26 +529,28 @@ class Trainer(KeepBest, Measure):
         if isinstance(problems, Problem):
             problems, X = [problems], [X]
         problems, X = list(problems), list(X)
+        if len(problems) != len(X):
+            raise ValueError(f"X: expected one block per problem ({len(problems)}), got "
+                             f"{len(X)}")
+        if self.group_ is None and not problems:
+            raise ValueError("problems: expected at least one problem, got none")
+        if self.group_ is not None and total is None:
+            total = round(self.group_.sum([len(problems)])[0])
         progress = self._progress
         step = None if progress is None else progress.step
         self.notify("on_step_start", step=step, problems=problems, X=X)
         optimizer = self.optimizer_
         params = [p for group in optimizer.param_groups for p in group["params"]]
         values = []
-        pairs = list(zip(problems, X))
+        pairs = [(p, x, 1) for p, x in zip(problems, X)]
         if self.batch and len(problems) > 1:
-            pairs = [(batch_problems(problems), torch.cat(X))]
+            pairs = [(batch_problems(problems), torch.cat(X), len(problems))]
 
         def closure():
             optimizer.zero_grad()
-            losses = [self._loss(p, x) for p, x in pairs]
-            loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
-            value = float(loss.detach())
+            loss, value = self._step_loss_of(pairs, total)
             if not math.isfinite(value):
                 raise NonFinite("loss", value)
-            if not loss.requires_grad:
-                raise ValueError("loss: expected a tensor that depends on the model's "
-                                 "parameters, got one without gradient")
             loss.backward()
             self.notify("on_gradient", step=step, loss=value)
             grads = [p.grad for p in params if p.grad is not None]
@@ -523,11 +562,26 @@ class Trainer(KeepBest, Measure):
                 self.rollback_.take(optimizer, step, None if progress is None else
                                     progress.generator)
             values.append(value)
-            return loss
+            return loss if self.group_ is None else loss.new_tensor(value)
 
         optimizer.step(closure)
         self.notify("on_step_end", step=step, loss=values[0])
         return values[0]
+
+    def _step_loss_of(self, pairs: list, total: int | None) -> tuple[torch.Tensor, float]:
+        """The loss to differentiate for a step on ``pairs`` (``(problem, X, count)``)
+        and the step's loss (a float: the mean over all the step's problems, on every
+        process). In a distributed training, this process's share scaled for DDP's
+        average (:mod:`~learnsolve.train.distributed`)."""
+        if self.group_ is not None:
+            loss, local = self._step_loss(pairs, self.group_.world_size / total)
+            return loss, self.group_.sum([float(local)])[0] / total
+        losses = [self._loss(p, x) for p, x, _ in pairs]
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        if not loss.requires_grad:
+            raise ValueError("loss: expected a tensor that depends on the model's "
+                             "parameters, got one without gradient")
+        return loss, float(loss.detach())
 
     def _rewind(self, progress: Progress, last_good: bool = False) -> bool:
         """Undo the step under way: back to its start (model, optimizer, generator, losses).
@@ -598,6 +652,10 @@ class Trainer(KeepBest, Measure):
         numbers, strings, lists and dicts: the file loads with
         ``torch.load(path, weights_only=True)``.
 
+        In a distributed training every process calls it (as the
+        :class:`~learnsolve.train.Checkpoint` callback does): rank 0 writes, and
+        all return once the file is written.
+
         Examples
         --------
         >>> import os, tempfile
@@ -614,11 +672,14 @@ class Trainer(KeepBest, Measure):
         progress = None if self._progress is None else self._progress.state_dict()
         trained = self.model.state_dict() if self._trained_state is None else \
             self._trained_state
-        checkpoint.write(path, model=trained, optimizer=self.optimizer_.state_dict(),
-                         history=self.history_, progress=progress,
-                         stop_reason=self.stop_reason_, generator=self.generator_.get_state(),
-                         callbacks=self.callbacks, best=self._best_record(),
-                         problems_per_step=self.problems_per_step)
+        if self.group_ is None or self.group_.rank == 0:
+            checkpoint.write(path, model=trained, optimizer=self.optimizer_.state_dict(),
+                             history=self.history_, progress=progress,
+                             stop_reason=self.stop_reason_,
+                             generator=self.generator_.get_state(), callbacks=self.callbacks,
+                             best=self._best_record(), problems_per_step=self.problems_per_step)
+        if self.group_ is not None:
+            self.group_.barrier()
 
     def load(self, path) -> "Trainer":
         """Restore a state written by :meth:`save` into this trainer (built with
