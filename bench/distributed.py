@@ -7,10 +7,11 @@ under torch.distributed with 2 (or ``--processes``) processes, problems per seco
 
 Each configuration trains on the same ``--problems`` problems of ``random_spd_problem``
 (lognormal and jump grids, P1 FEM on random polygons, 200 to 1,024 unknowns, float64),
-8 a step batched into one block-diagonal problem, 4 right-hand sides each, for
-``--epochs`` epochs; the throughput is the problems of the epochs after the first (which
-makes the problems and fills their caches) over their time, from the trainer's history
-(rank 0's). One process: a plain Trainer, one torch thread. Several: processes spawned by
+saved once with ``ProblemSet.save`` and read from disk by ``ProblemSet.load`` (each
+process reads the file of each problem it trains on, at each access: what a set larger
+than memory costs), 8 a step batched into one block-diagonal problem, 4 right-hand
+sides each, for ``--epochs`` epochs; the throughput is the problems of the epochs after
+the first (a warm-up) over their time, from the trainer's history (rank 0's). One process: a plain Trainer, one torch thread. Several: processes spawned by
 ``torch.multiprocessing`` in a gloo group, one torch thread each, the same Trainer
 (which then shares each step's problems among them and averages the gradients with
 DDP). All configurations run one after the other in one run, on one machine; the
@@ -28,7 +29,6 @@ import os
 import socket
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -55,14 +55,16 @@ def loss(model, problem, X):
     return pcg_loss(model, problem, X, iterations=10)
 
 
-def train(count: int, epochs: int, device: str | None) -> dict:
+def train(directory: str, epochs: int, device: str | None) -> dict:
     """Train in this process (alone or as a rank of the group); rank 0's measures."""
     torch.manual_seed(0)
     net = NeuralFactor(FactorNet(16, 2), ordering="rcm").double()
     trainer = Trainer(PCG(M=net, maxiter=10, rtol=0.0), loss=loss, lr=1e-2, epochs=epochs,
                       rhs_per_problem=4, problems_per_step=8, batch=True, seed=0,
                       progress=False, device=device)
-    trainer.fit(ProblemSet(PROBLEMS, count, seed=7))
+    problems = ProblemSet.load(directory)
+    count = len(problems)
+    trainer.fit(problems)
     seconds = float(trainer.history_.time[1:].sum())
     return {"seconds": seconds, "per_second": count * (epochs - 1) / seconds,
             "first_epoch": float(trainer.history_.time[0]),
@@ -76,14 +78,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank(rank: int, world: int, port: int, out: str, count: int, epochs: int,
+def _rank(rank: int, world: int, port: int, out: str, directory: str, epochs: int,
           device: str | None) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank))
     backend = "nccl" if device == "cuda" else "gloo"
     dist.init_process_group(backend, rank=rank, world_size=world)
     try:
-        result = train(count, epochs, device)
+        result = train(directory, epochs, device)
         if rank == 0:
             torch.save(result, out)
         dist.barrier()
@@ -91,10 +93,10 @@ def _rank(rank: int, world: int, port: int, out: str, count: int, epochs: int,
         dist.destroy_process_group()
 
 
-def spawned(world: int, count: int, epochs: int, device: str | None) -> dict:
+def spawned(world: int, directory: str, epochs: int, device: str | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "rank0.pt")
-        mp.start_processes(_rank, args=(world, _free_port(), out, count, epochs, device),
+        mp.start_processes(_rank, args=(world, _free_port(), out, directory, epochs, device),
                            nprocs=world, start_method="spawn")
         return torch.load(out, weights_only=True)
 
@@ -116,8 +118,10 @@ def main(argv=None) -> dict:
         parser.error("--epochs: expected at least 2 (the first is not timed)")
     torch.set_num_threads(1)
     header = machine_info()
-    results = {1: train(args.problems, args.epochs, args.device)}
-    results[args.processes] = spawned(args.processes, args.problems, args.epochs, args.device)
+    with tempfile.TemporaryDirectory() as directory:
+        ProblemSet(PROBLEMS, args.problems, seed=7).save(directory, workers=2)
+        results = {1: train(directory, args.epochs, args.device)}
+        results[args.processes] = spawned(args.processes, directory, args.epochs, args.device)
     one = results[1]
     lines = ["# Training over processes (bench/distributed.py)", ""]
     lines += [f"- {line}" for line in header]
@@ -125,8 +129,9 @@ def main(argv=None) -> dict:
               f"- device: {args.device or 'cpu'}; one torch thread per process", "",
               f"NeuralFactor(FactorNet(16, 2), ordering='rcm') through 10 PCG iterations, "
               f"{args.problems} problems of random_spd_problem (200 to 1,024 unknowns, "
-              f"float64), 8 a step batched, 4 right-hand sides each, {args.epochs} epochs; "
-              f"throughput over the epochs after the first.", "",
+              f"float64) read from disk (ProblemSet.load), 8 a step batched, 4 right-hand "
+              f"sides each, {args.epochs} epochs; throughput over the epochs after the "
+              f"first.", "",
               "| processes | first epoch | later epochs | problems / s | speed-up | "
               "parameters vs 1 process |",
               "|---:|---:|---:|---:|---:|---:|"]

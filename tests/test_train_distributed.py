@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch.multiprocessing import ProcessRaisedException
 
 from distributed_workers import callbacks, history, parameters, spawn, training
-from learnsolve.problems import poisson_1d
+from learnsolve.problems import ProblemSet, poisson_1d
 from learnsolve.solvers.jacobi import Jacobi
 from learnsolve.train import Trainer
 from learnsolve.train.distributed import ProcessGroup
@@ -115,6 +115,26 @@ def test_shares_are_every_world_size_th_position():
     for group.rank in range(3):
         shares.append(group.share(list(range(7))))
     assert shares == [[0, 3, 6], [1, 4], [2, 5]]
+
+
+def test_shares_are_balanced_by_sizes_every_process_knows(tmp_path):
+    group = ProcessGroup.__new__(ProcessGroup)
+    group.world_size = 2
+    costs = [10, 1, 1, 1, 9, 1]
+    shares = []
+    for group.rank in range(2):
+        shares.append(group.share(list(range(6)), costs))
+    assert shares == [[0, 2, 5], [1, 3, 4]]          # 10 + 1 + 1 and 1 + 1 + 9
+    # Known without reading: a list's problems, a loaded set's index; a factory set's
+    # sizes are not (what one process made, another did not).
+    listed = ProblemSet([poisson_1d(n) for n in (4, 6)])
+    assert [listed.nnz_of(i) for i in range(2)] == [10, 16]
+    assert listed.to(torch.float64).nnz_of(1) == 16
+    made = ProblemSet(lambda seed, i: poisson_1d(4 + i), 2)
+    made[0]
+    assert made.nnz_of(0) is None
+    loaded = ProblemSet.load(listed.save(tmp_path / "set"))
+    assert loaded[[1]].nnz_of(0) == 16 and not loaded._cache
 
 
 def test_torchrun_runs_the_example_with_two_processes(tmp_path):

@@ -301,6 +301,19 @@ class _FactoryProblem:
                                    info=dict(problem.info))
 
 
+class _ListedProblem:
+    """Problem ``i`` of a set made from a list (picklable)."""
+
+    def __init__(self, problems: list):
+        self.problems = problems
+
+    def __call__(self, i: int) -> Problem:
+        return self.problems[i]
+
+    def nnz(self, i: int) -> int:
+        return self.problems[i].A.nnz
+
+
 class _MovedProblem:
     """Problem ``i`` of a set, moved or converted by ``Problem.to`` (picklable)."""
 
@@ -309,6 +322,9 @@ class _MovedProblem:
 
     def __call__(self, i: int) -> Problem:
         return self.get(i).to(*self.args, **self.kwargs)
+
+    def nnz(self, i: int) -> int | None:
+        return self.get.__self__._known_nnz(i)
 
 
 class _FileProblem:
@@ -375,7 +391,7 @@ class ProblemSet(Sequence):
                 raise ValueError(f"count: expected None or {len(problems)} (the number of "
                                  f"problems given), got {count}")
             count = len(problems)
-            self._make = problems.__getitem__
+            self._make = _ListedProblem(problems)
         self._indices = tuple(range(count))
         self._cache: dict[int, Problem] | None = {} if cache else None
 
@@ -526,6 +542,18 @@ class ProblemSet(Sequence):
 
     def __len__(self) -> int:
         return len(self._indices)
+
+    def nnz_of(self, i: int) -> int | None:
+        """The stored entries of problem ``i``'s matrix if the set knows them without
+        making or reading the problem (a set of a list of problems; a set loaded from
+        disk, whose index has them), else None (a factory set, whatever it has made:
+        the answer is the same in every process). What a distributed training balances
+        its shares by."""
+        return self._known_nnz(self._indices[i])
+
+    def _known_nnz(self, source_index: int) -> int | None:
+        nnz = getattr(self._make, "nnz", None)
+        return None if nnz is None else nnz(source_index)
 
     def _get(self, source_index: int) -> Problem:
         if self._cache is None:

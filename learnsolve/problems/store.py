@@ -440,6 +440,9 @@ class _StoredProblem:
         entry = self.entries[i]
         return read_problem(self.directory / entry["file"], entry, self.device)
 
+    def nnz(self, i: int) -> int:
+        return self.entries[i]["nnz"]
+
 
 def load(directory, *, device=None, cache: bool = False) -> ProblemSet:
     """The set saved in ``directory`` (see :meth:`ProblemSet.load`)."""

@@ -12,11 +12,13 @@ What the trainer does then (:class:`ProcessGroup`), with ``W`` processes:
 
 - **The steps are those of one process.** An epoch's order (shuffled by the
   trainer's generator, seeded alike on every rank) and its steps of
-  ``problems_per_step`` problems are the same on every rank; rank ``r`` takes
-  the problems at positions ``r, r + W, ...`` of each step (uneven shares
-  allowed; a rank without a problem in a step takes part with a zero loss), and
-  reads only those (a lazy :class:`~learnsolve.problems.ProblemSet` loads
-  nothing else). Each problem's vectors are drawn from its position
+  ``problems_per_step`` problems are the same on every rank; each rank takes
+  a share of each step's problems, balanced by their stored entries where
+  these are known without reading the problems (problems in memory, a set
+  loaded from disk, whose index has them), else those at positions ``r, r +
+  W, ...`` (uneven shares allowed; a rank without a problem in a step takes
+  part with a zero loss), and reads only those (a lazy
+  :class:`~learnsolve.problems.ProblemSet` loads nothing else). Each problem's vectors are drawn from its position
   (:mod:`~learnsolve.train.sampling`), so they are the vectors a single
   process would draw.
 - **Gradients**: the model is wrapped in
@@ -111,8 +113,15 @@ class ProcessGroup:
         return (f"ProcessGroup(rank {self.rank} of {self.world_size}, "
                 f"{dist.get_backend(self.group)})")
 
-    def share(self, positions: Sequence[int]) -> list[int]:
-        """This rank's positions among ``positions``: every ``world_size``-th from its rank.
+    def share(self, positions: Sequence[int], costs: Sequence[float] | None = None
+              ) -> list[int]:
+        """This rank's positions among ``positions``, in their order.
+
+        Without ``costs``, every ``world_size``-th from its rank. With them (one
+        per position, such as the problems' stored entries), balanced: the
+        positions by decreasing cost (ties in order) each to the rank with the
+        least cost so far (ties to the lowest rank), so that no rank waits long
+        for another at the step's end. Every rank computes the same shares.
 
         Examples
         --------
@@ -120,8 +129,20 @@ class ProcessGroup:
         >>> group.rank, group.world_size = 1, 2
         >>> group.share([0, 1, 2, 3, 4])
         [1, 3]
+        >>> group.share([0, 1, 2, 3, 4], costs=[5, 1, 1, 4, 1])     # 5 + 1 and 4 + 1 + 1
+        [1, 3, 4]
         """
-        return list(positions[self.rank::self.world_size])
+        positions = list(positions)
+        if costs is None:
+            return positions[self.rank::self.world_size]
+        load = [0.0] * self.world_size
+        mine = []
+        for k in sorted(range(len(positions)), key=lambda k: -costs[k]):
+            rank = min(range(self.world_size), key=load.__getitem__)
+            load[rank] += costs[k]
+            if rank == self.rank:
+                mine.append(k)
+        return [positions[k] for k in sorted(mine)]
 
     def sum(self, values: Sequence[float]) -> list[float]:
         """``values`` (as float64) summed over the ranks, element by element."""

@@ -488,7 +488,8 @@ class Trainer(KeepBest, Measure):
         steps = self._batches(range(len(progress.order)))
         while progress.step < len(steps):
             positions = steps[progress.step]
-            mine = positions if self.group_ is None else self.group_.share(positions)
+            mine = positions if self.group_ is None else self.group_.share(
+                positions, _known_costs(train, [progress.order[i] for i in positions]))
             problems = [train[progress.order[i]] for i in mine]
             X = draw_rhs(problems, self.rhs_per_problem, progress.seed, mine, self.distribution)
             progress.losses.append(self.train_step(problems, X, total=len(positions)))
@@ -746,3 +747,12 @@ class Trainer(KeepBest, Measure):
             raise TypeError(f"problem: expected a learnsolve.problems.Problem, got "
                             f"{type(problem).__name__}")
         return self.evaluate(problem, rtol, maxiter, baselines).plot()
+
+
+def _known_costs(problems: Sequence[Problem], indices: list[int]) -> list[int] | None:
+    """The stored entries of ``problems[i]`` for ``i`` in ``indices`` if all are known
+    without making or reading a problem (:meth:`ProblemSet.nnz_of`), else None."""
+    if not isinstance(problems, ProblemSet):
+        return [problems[i].A.nnz for i in indices]
+    costs = [problems.nnz_of(i) for i in indices]
+    return None if None in costs else costs
