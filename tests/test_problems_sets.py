@@ -51,6 +51,19 @@ def test_fixed_rhs():
         poisson_1d(5, b=torch.ones(4))
 
 
+def test_random_rhs_drawn_in_float32_for_speed_are_exact_in_float64():
+    from learnsolve.train.sampling import draw_rhs, position_seed
+    p = poisson_1d(50, dtype=torch.float64)
+    raw = p.random_rhs(3, seed=5, draw_dtype=torch.float32)
+    assert raw.dtype == torch.float64 and torch.equal(raw.float().double(), raw)
+    assert not torch.equal(p.random_rhs(3, seed=5).float().double(), p.random_rhs(3, seed=5))
+    (X,) = draw_rhs([p], 3, seed=0, positions=[4])      # the Trainer's vectors: float32 draws
+    raw = p.random_rhs(3, seed=position_seed(0, 4), draw_dtype=torch.float32)
+    torch.testing.assert_close(X, raw / raw.norm(dim=0), rtol=0, atol=0)
+    with pytest.raises(TypeError, match="draw_dtype: expected torch.float32 or torch.float64"):
+        p.random_rhs(draw_dtype=torch.float16)
+
+
 def test_random_rhs_errors():
     p = poisson_1d(3)
     with pytest.raises(ValueError, match=r"k: expected an integer >= 1"):

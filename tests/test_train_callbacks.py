@@ -98,7 +98,8 @@ def test_a_step_averages_the_losses_of_its_problems(k):
     order = torch.randperm(3, generator=generator).tolist()
     epoch_seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
     first = [ps[i] for i in order[:k]]
-    X = [p.random_rhs(5, seed=vector_seed(epoch_seed, position), normalize=True)
+    X = [p.random_rhs(5, seed=vector_seed(epoch_seed, position), normalize=True,
+                      draw_dtype=torch.float32)
          for position, p in enumerate(first)]
     reference = NodeJacobi()
     losses = [reference.loss(p, x) for p, x in zip(first, X)]
@@ -145,7 +146,8 @@ def by_hand(seed: int, epochs: int, ps, rhs: int, lr: float):
         order = torch.randperm(len(ps), generator=generator).tolist()
         epoch_seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
         for position, i in enumerate(order):
-            X = ps[i].random_rhs(rhs, seed=vector_seed(epoch_seed, position), normalize=True)
+            X = ps[i].random_rhs(rhs, seed=vector_seed(epoch_seed, position), normalize=True,
+                                 draw_dtype=torch.float32)
 
             def closure():
                 optimizer.zero_grad()

@@ -162,7 +162,8 @@ class Problem:
 
     def random_rhs(self, k: int | None = None, *, seed: int | None = None,
                    generator: torch.Generator | None = None, distribution: str = "normal",
-                   normalize: bool = False) -> torch.Tensor:
+                   normalize: bool = False, draw_dtype: torch.dtype | None = None
+                   ) -> torch.Tensor:
         """Random right-hand sides: shape ``(n,)``, or ``(n, k)`` for ``k`` columns.
 
         Drawn on the CPU (so the same numbers on every device), then moved to
@@ -177,6 +178,12 @@ class Problem:
             Standard normal entries, or uniform in ``[0, 1)`` (paper eq. 49).
         normalize : bool
             Scale each column to unit 2-norm.
+        draw_dtype : torch.dtype, optional
+            The dtype the numbers are drawn in (default: the problem's), then
+            converted. ``torch.float32`` for a float64 problem draws normal
+            numbers about 4 times faster (torch's vectorised float32 sampler),
+            each exact in float64 with a 24-bit significand: what random
+            training vectors need (the Trainer draws so).
 
         Examples
         --------
@@ -203,9 +210,15 @@ class Problem:
         elif not isinstance(generator, torch.Generator):
             raise TypeError(f"generator: expected a torch.Generator, got "
                             f"{type(generator).__name__}")
+        if draw_dtype is None:
+            draw_dtype = self.dtype
+        elif draw_dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"draw_dtype: expected torch.float32 or torch.float64, got "
+                            f"{draw_dtype!r}")
         shape = (self.num_nodes,) if k is None else (self.num_nodes, k)
         draw = torch.randn if distribution == "normal" else torch.rand
-        x = draw(shape, generator=generator, dtype=self.dtype, device=generator.device)
+        x = draw(shape, generator=generator, dtype=draw_dtype,
+                 device=generator.device).to(self.dtype)
         if normalize:
             x = x / x.norm(dim=0).clamp_min(torch.finfo(x.dtype).tiny)
         return x.to(self.device)

@@ -5,9 +5,11 @@ Each problem's block ``X`` of ``(n, J)`` unit 2-norm columns is drawn by
 generator of its own, seeded from a stream seed and the problem's *position*:
 its place in the epoch's shuffled order for training (the stream seed drawn
 once per epoch from the trainer's generator), its index among the validation
-problems for ``val_loss``. The vectors are drawn in the problem's dtype (no
-float64 draw cast down), on the CPU so that every device sees the same
-numbers, and moved to the problem's device once.
+problems for ``val_loss``. The numbers are drawn in float32 (torch's vectorised
+sampler, about 4 times faster than float64's: a 65,536 x 8 block of normal
+numbers in 2 ms instead of 9), each exact in a float64 problem's dtype, on the
+CPU so that every device sees the same numbers, then normalised in the problem's
+dtype and moved to its device once.
 
 So a problem's vectors do not depend on which other problems share its step,
 nor on which process draws them: the same whatever ``problems_per_step`` is,
@@ -45,8 +47,8 @@ def position_seed(seed: int, position: int) -> int:
 
 def draw_rhs(problems: Sequence[Problem], count: int, seed: int, positions: Sequence[int],
              distribution: str = "normal") -> list[torch.Tensor]:
-    """One block of ``count`` random unit vectors per problem, problem ``k`` drawn from
-    a generator seeded with ``position_seed(seed, positions[k])``.
+    """One block of ``count`` random unit vectors per problem, problem ``k`` drawn (in
+    float32) from a generator seeded with ``position_seed(seed, positions[k])``.
 
     Examples
     --------
@@ -64,7 +66,8 @@ def draw_rhs(problems: Sequence[Problem], count: int, seed: int, positions: Sequ
         raise ValueError(f"positions: expected one per problem ({len(problems)}), got "
                          f"{len(positions)}")
     return [problem.random_rhs(count, seed=position_seed(seed, position),
-                               distribution=distribution, normalize=True)
+                               distribution=distribution, normalize=True,
+                               draw_dtype=torch.float32)
             for problem, position in zip(problems, positions)]
 
 
