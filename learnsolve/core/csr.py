@@ -1,6 +1,10 @@
 """CSRMatrix: a sparse matrix whose values are the only differentiable part."""
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
+import operator
+import sys
 import warnings
 
 import torch
@@ -52,6 +56,18 @@ class CSRMatrix:
         Lengths that do not fit ``shape``, decreasing row pointers, a column
         out of range, unsorted or duplicate columns in a row (with
         ``check``), arrays on different devices or on the meta device.
+
+    Notes
+    -----
+    Traceable by ``torch.compile(fullgraph=True)``: the products, sums,
+    scalings, ``with_values``, ``T`` and the triangular solves trace into one
+    graph, Python's operators included (``A @ x``, ``x @ A``, ``A @ B``,
+    ``A + B``, ``t * A``: dynamo is taught them when it is imported, see
+    ``_trace_operators``). What the operations cache on the pattern (the
+    transpose, the pattern of ``A + B`` or ``A @ B``, the triangular levels)
+    is best computed before, by a first eager use: computed inside a compiled
+    function it makes the next call compile again, and that of ``A + B``
+    cannot be computed there (its size is data-dependent).
 
     Examples
     --------
@@ -324,3 +340,83 @@ class CSRMatrix:
         grad = ", requires_grad=True" if self.requires_grad else ""
         return (f"CSRMatrix(shape={self.shape}, nnz={self.nnz}, dtype={self.dtype}, "
                 f"device={self.device}{grad})")
+
+
+# ---------------------------------------------------------------------- torch.compile
+#: The binary operators of CSRMatrix: operator -> (the method Python calls when the
+#: matrix is the left operand, when it is the right one; None where there is none).
+_OPERATORS = {operator.matmul: ("__matmul__", "__rmatmul__"),
+              operator.mul: ("__mul__", "__rmul__"),
+              operator.add: ("__add__", None),
+              operator.sub: ("__sub__", None),
+              operator.truediv: ("__truediv__", None)}
+
+
+def _trace_operators(builtin) -> None:
+    """Make dynamo trace an operator with a CSRMatrix operand as Python runs it: by
+    the matrix's method (``A @ x`` by ``A.__matmul__(x)``, ``x @ A`` by
+    ``A.__rmatmul__(x)``). ``builtin`` is the module
+    ``torch._dynamo.variables.builtin``.
+
+    Dynamo (torch 2.13) puts a binary operator with a tensor operand into the
+    graph as it is, ``operator.matmul(A, x)``, which fails for an operand that
+    is not a tensor ("Failed to convert args/kwargs to proxy"), and it has no
+    rule for ``@`` between two Python objects; a call of the method traces.
+    This wraps ``BuiltinVariable.call_function``, through which dynamo traces
+    every operator, and changes nothing where no operand is a CSRMatrix.
+    """
+    from torch._dynamo.variables.user_defined import UserDefinedObjectVariable
+
+    call_function = builtin.BuiltinVariable.call_function
+
+    def call_operator(self, tx, args, kwargs):
+        methods = _OPERATORS.get(self.fn)
+        if methods is not None and len(args) == 2 and not kwargs:
+            for (matrix, other), method in zip((args, args[::-1]), methods):
+                if (method is not None and isinstance(matrix, UserDefinedObjectVariable)
+                        and issubclass(matrix.python_type(), CSRMatrix)):
+                    return matrix.call_method(tx, method, [other], {})
+        return call_function(self, tx, args, kwargs)
+
+    builtin.BuiltinVariable.call_function = call_operator
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """An import hook that runs ``hook(module)`` once the module ``name`` has been
+    executed, then removes itself: a program that never compiles never imports
+    dynamo (about 0.9 s), and one that does is ready before dynamo traces."""
+
+    def __init__(self, name: str, hook):
+        self.name, self.hook = name, hook
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        execute, hook = spec.loader.exec_module, self.hook
+
+        def execute_then_hook(module):
+            execute(module)
+            hook(module)
+
+        spec.loader.exec_module = execute_then_hook
+        return spec
+
+
+def _install(builtin) -> None:
+    """:func:`_trace_operators`, or a warning where this torch's dynamo differs: then
+    ``torch.compile`` traces the methods (``A.__matmul__(x)``), not the operators, and
+    nothing else changes."""
+    try:
+        _trace_operators(builtin)
+    except (AttributeError, ImportError, TypeError) as error:
+        warnings.warn(f"learnsolve: torch.compile cannot be taught CSRMatrix's operators in "
+                      f"this torch ({error}); in compiled code call the methods "
+                      f"(A.__matmul__(x)) instead of the operators", RuntimeWarning)
+
+
+if "torch._dynamo.variables.builtin" in sys.modules:
+    _install(sys.modules["torch._dynamo.variables.builtin"])
+else:
+    sys.meta_path.insert(0, _AfterImport("torch._dynamo.variables.builtin", _install))
