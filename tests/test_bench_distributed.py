@@ -16,9 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 def test_bench_distributed_quick(tmp_path):
     import distributed
     out = tmp_path / "distributed.md"
-    results = distributed.main(["--problems", "8", "--epochs", "2", "--markdown", str(out)])
-    assert set(results) == {1, 2}
-    assert distributed.max_difference(results[2]["parameters"], results[1]["parameters"]) < 1e-10
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| 1 |")
-            or line.startswith("| 2 |")]
+    results = distributed.main(["--problems", "8", "--epochs", "2", "--problems-per-step", "4", "--repeat", "1",
+                                "--markdown", str(out)])
+    assert set(results) == {(4, 1), (4, 2)}
+    assert distributed.max_difference(results[4, 2]["parameters"],
+                                      results[4, 1]["parameters"]) < 1e-10
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| 4 |")]
     assert len(rows) == 2
