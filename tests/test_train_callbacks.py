@@ -127,10 +127,13 @@ def test_an_epoch_has_ceil_steps_and_the_loss_is_the_mean_over_its_problems():
 
 
 def vector_seed(epoch_seed: int, position: int) -> int:
-    """The seed of the vectors at ``position`` of an epoch (the sampling module's rule)."""
-    state = np.random.SeedSequence(epoch_seed, spawn_key=(position,)).generate_state(
-        1, np.uint64)[0]
-    return int(state >> np.uint64(1))
+    """The seed of the vectors at ``position`` of an epoch (the sampling module's rule:
+    splitmix64, written out here with numpy's wrapping uint64 arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(epoch_seed) + np.uint64(position + 1) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return int((z ^ (z >> np.uint64(31))) >> np.uint64(1))
 
 
 def by_hand(seed: int, epochs: int, ps, rhs: int, lr: float):

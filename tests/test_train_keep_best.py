@@ -15,6 +15,7 @@ from learnsolve.solvers import PCG
 from learnsolve.solvers.factor import LowerFactor
 from learnsolve.solvers.jacobi import Jacobi
 from learnsolve.train import Trainer
+from learnsolve.train.sampling import position_seed
 
 F64 = torch.float64
 
@@ -143,7 +144,7 @@ def test_the_start_loss_is_measured_on_fixed_vectors():
     model = jacobi()
     trainer = quiet(model, epochs=2, rhs_per_problem=4, keep_best="loss")
     # The trainer's seed (0) and the problem's position (0): the sampling module's rule.
-    seed = int(np.random.SeedSequence(0, spawn_key=(0,)).generate_state(1, np.uint64)[0] >> 1)
+    seed = position_seed(0, 0)
     with torch.no_grad():
         expected = float(model.loss(P1, P1.random_rhs(4, seed=seed, normalize=True,
                                                       draw_dtype=torch.float32)))

@@ -220,9 +220,9 @@ class Trainer(KeepBest, Measure):
     ...                   seed=0, progress=False, metrics={"iterations": pcg_iterations()},
     ...                   keep_best="iterations")
     >>> trainer.fit(p).start_logs_, trainer.history_.iterations[:3].tolist()
-    ({'iterations': 23.0}, [23.0, 25.0, 24.0])
+    ({'iterations': 23.0}, [25.0, 25.0, 24.0])
     >>> trainer.best_epoch_, trainer.best_value_
-    (15, 21.0)
+    (18, 20.0)
 
     Two problems per step (an epoch of three problems is two steps):
 
