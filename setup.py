@@ -1,8 +1,10 @@
 """Builds learnsolve._C, the native kernels, from cuda/.
 
 cuda/registration.cpp declares the operator schemas; cuda/cpu/*.cpp hold the
-CPU kernels (one file per op). The CUDA kernels of cuda/gpu/*.cu join the build
-when torch was built with CUDA and nvcc is found; otherwise they are left out.
+CPU kernels (one file per op) and cuda/autograd/*.cpp the autograd kernels
+written in C++, one for both devices (they call the ops through the
+dispatcher). The CUDA kernels of cuda/gpu/*.cu join the build when torch was
+built with CUDA and nvcc is found; otherwise they are left out.
 """
 import glob
 import os
@@ -19,7 +21,8 @@ def _sources(pattern: str) -> list[str]:
 
 
 def _extension():
-    sources = _sources("cuda/registration.cpp") + _sources("cuda/cpu/*.cpp")
+    sources = (_sources("cuda/registration.cpp") + _sources("cuda/cpu/*.cpp")
+               + _sources("cuda/autograd/*.cpp"))
     cxx_flags = ["-O3", "-fopenmp"]
     gpu_sources = _sources("cuda/gpu/*.cu")
     with_cuda = (

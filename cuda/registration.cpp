@@ -1,6 +1,8 @@
 // The learnsolve operator library: one schema per op. The kernels register
-// themselves per backend (cuda/cpu/<op>.cpp, cuda/gpu/<op>.cu); Python adds
-// the fake (meta) kernels and the autograd formulas (learnsolve/core/_ops.py).
+// themselves per backend (cuda/cpu/<op>.cpp, cuda/gpu/<op>.cu); the autograd
+// kernels of the products and the triangular solve are C++ (cuda/autograd/),
+// Python adds the fake (meta) kernels and the other ops' autograd formulas
+// (learnsolve/core/_ops.py).
 //
 // Every op takes the arrays of canonical CSR patterns (int64 row pointers and
 // sorted, duplicate-free column indices): learnsolve.CSRMatrix validates them

@@ -2,10 +2,13 @@
 
 For the ops with floating-point inputs: the vector-Jacobian products of table 1
 of the paper, registered with ``torch.library.register_autograd`` on import
-(:mod:`._ops` imports this module; the triangular solve's formula is in
-:mod:`._autograd_sptrsv`). Every backward formula calls only torch ops and
-learnsolve ops (through the typed wrappers of :mod:`.native`), so the backward
-is itself differentiable (double backward works).
+(:mod:`._ops` imports this module), except for the products ``spmv``, ``spmm``
+and the triangular solve ``sptrsv``, whose autograd kernels are in C++
+(``cuda/autograd/``: no Python on their calls; their formulas are written below
+and in :mod:`._autograd_sptrsv`). Every backward formula calls only torch ops
+and learnsolve ops (through the typed wrappers of :mod:`.native`, or the
+dispatcher in C++), so the backward is itself differentiable (double backward
+works).
 
 Notation: for a stored entry ``p`` of a pattern, ``r(p)`` is its row and
 ``c(p)`` its column; ``S(g)`` is the sparse matrix with the pattern and values
@@ -35,37 +38,10 @@ def transpose_arrays(crow: torch.Tensor, col: torch.Tensor, ncols: int, t_crow=N
 #             d X = A^T V  (the same op with transpose=True: no copy of A^T)
 # y = A^T x:  d values[p] = sum_k X[r(p), k] V[c(p), k] = sampled_matmul(A; X, V)
 #             d X = A V
-
-def _product_setup(ctx, inputs, output):
-    crow, col, values, x, t_crow, t_col, t_perm, transpose = inputs
-    ctx.transpose = transpose
-    ctx.save_for_backward(crow, col, values, x, t_crow, t_col, t_perm)
-
-
-def _product_backward(ctx, grad):
-    crow, col, values, x, t_crow, t_col, t_perm = ctx.saved_tensors
-    need_values, need_x = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
-    if need_values and need_x and grad.dim() == 1 and not ctx.transpose:
-        grad_values, grad_x = ops.spmv_backward(crow, col, values, x, grad)
-        return None, None, grad_values, grad_x, None, None, None, None
-    product = ops.spmv if grad.dim() == 1 else ops.spmm
-    grad_values = grad_x = None
-    if need_values:
-        rows, cols = (x, grad) if ctx.transpose else (grad, x)
-        grad_values = ops.sampled_matmul(crow, col, rows, cols)
-    if need_x:
-        if not ctx.transpose:
-            t_crow, t_col, t_perm = transpose_arrays(crow, col, x.shape[0], t_crow, t_col,
-                                                     t_perm)
-        grad_x = product(crow, col, values, grad, t_crow, t_col, t_perm, not ctx.transpose)
-    return None, None, grad_values, grad_x, None, None, None, None
-
-
-torch.library.register_autograd("learnsolve::spmv", _product_backward,
-                                setup_context=_product_setup)
-torch.library.register_autograd("learnsolve::spmm", _product_backward,
-                                setup_context=_product_setup)
-
+# (spmv_backward for both at once where y = A x). They are the autograd kernel of
+# spmv and spmm in C++, cuda/autograd/product.cpp, not registered here: a call
+# without a graph runs no Python on top of the device kernel, and neither does
+# the backward.
 
 # --------------------------------------------------------------------------- spmv_backward
 # (grad_values, grad_x) = (sampled_matmul(A; g, x), A^T g); with incoming (h_v, h_x):

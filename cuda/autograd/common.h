@@ -1,0 +1,84 @@
+// Shared by the autograd kernels written in C++ (one file per op): they call
+// the learnsolve ops through the dispatcher only, so that one kernel serves
+// both devices and a backward recorded under create_graph=True is itself
+// differentiable.
+#pragma once
+
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+namespace learnsolve {
+namespace autograd {
+
+using at::Tensor;
+using OptionalTensor = std::optional<Tensor>;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The typed handle of an op (look it up once, in a function-local static: the
+// schemas are defined when the library loads).
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
+// Indices of the differentiable inputs among the tensor inputs of the products
+// and the triangular solve (crow and col, always given, come first): the
+// values of A and the dense operand (x, or b).
+constexpr size_t kValuesEdge = 2, kOperandEdge = 3;
+
+// The ops that more than one backward calls.
+using SampledSignature = Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                const OptionalTensor&, const OptionalTensor&,
+                                const OptionalTensor&);
+using TransposeSignature = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&,
+                                                              c10::SymInt);
+
+inline const c10::TypedOperatorHandle<SampledSignature>& sampled_matmul_op() {
+  static const auto op = find_op<SampledSignature>("learnsolve::sampled_matmul");
+  return op;
+}
+
+// A's transpose pattern (t_crow, t_col, t_perm); ncols a SymInt, so that the
+// backward traces with symbolic shapes (torch.compile, aot_dispatch_dynamic).
+inline const c10::TypedOperatorHandle<TransposeSignature>& transpose_op() {
+  static const auto op = find_op<TransposeSignature>("learnsolve::transpose");
+  return op;
+}
+
+// A saved tensor that may be undefined (not given, or not saved) as the
+// optional argument of an op.
+inline OptionalTensor optional(const Tensor& t) {
+  return t.defined() ? OptionalTensor(t) : std::nullopt;
+}
+
+// Whether a call with these differentiable inputs has nothing for autograd to
+// do: no graph to record (grad mode off, or none requires grad) and no
+// forward-mode tangent (which goes to the Function, which refuses it: no jvp,
+// rather than being dropped).
+inline bool nothing_to_record(const Tensor& a, const Tensor& b) {
+  const bool record = c10::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad());
+  return !record && !a._fw_grad(/*level=*/0).defined() && !b._fw_grad(/*level=*/0).defined();
+}
+
+// Run in a backward: without a graph to record (create_graph=False) the ops
+// are called below the autograd keys, straight to the device kernels; with
+// one, through them, so that the backward's ops record their own nodes.
+class BelowAutogradUnlessRecording {
+ public:
+  BelowAutogradUnlessRecording() {
+    if (!c10::GradMode::is_enabled()) below_.emplace();
+  }
+
+ private:
+  std::optional<at::AutoDispatchBelowADInplaceOrView> below_;
+};
+
+}  // namespace autograd
+}  // namespace learnsolve

@@ -1,0 +1,285 @@
+"""The autograd kernels written in C++ (cuda/autograd/): the products spmv and spmm
+(product.cpp) and the triangular solve sptrsv (sptrsv.cpp).
+
+Gradients and double backward of y = op(A) x and x = op(T)^{-1} b for every
+combination of inputs requiring grad, transposed or not, with and without the
+cached transpose arrays, on the awkward patterns; that the kernels registered are
+the C++ ones; and that a backward computes only the gradients asked for (which
+ops run, seen by a dispatch mode).
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch.autograd import gradcheck, gradgradcheck
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import learnsolve as ls
+from cases import make, randn
+from learnsolve.core._ops import ops
+from learnsolve.linalg.triangular import triangular_levels
+
+PRODUCTS = ("spmv", "spmm")
+# which inputs require grad: (values, the dense operand: x of a product, b of a solve)
+REQUIRES = {"values": (True, False), "x": (False, True), "both": (True, True)}
+CASES = ["square", "wide", "tall", "empty_rows_cols", "nnz0", "no_rows", "no_cols"]
+
+
+def _operands(case, product, transpose, cached, device="cpu", k=3):
+    """(crow, col, values, x, t_crow, t_col, t_perm) of op(A) x, float64."""
+    S, A = make(case, torch.float64, device)
+    rows = A.shape[0] if transpose else A.shape[1]
+    x = randn(rows, *((k,) if product == "spmm" else ()), device=device)
+    transposed = A.pattern.transpose_arrays() if cached or transpose else (None,) * 3
+    return A.crow_indices, A.pattern.kernel_col(), A.values.clone(), x, *transposed
+
+
+def _function(product, operands, requires, transpose):
+    """A function of the inputs that require grad, and those inputs."""
+    crow, col, values, x, *transposed = operands
+    need_values, need_x = REQUIRES[requires]
+    op = getattr(ops, product)
+
+    def f(*inputs):
+        it = iter(inputs)
+        v = next(it) if need_values else values
+        u = next(it) if need_x else x
+        return op(crow, col, v, u, *transposed, transpose)
+
+    inputs = tuple(t.clone().requires_grad_() for t, need in ((values, need_values),
+                                                             (x, need_x)) if need)
+    return f, inputs
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("requires", REQUIRES)
+@pytest.mark.parametrize("transpose, cached", [(False, False), (False, True), (True, True)],
+                         ids=["A", "A-cached-transpose", "A^T"])
+def test_gradcheck_and_gradgradcheck(case, product, requires, transpose, cached, device):
+    operands = _operands(case, product, transpose, cached, device)
+    f, inputs = _function(product, operands, requires, transpose)
+    assert gradcheck(f, inputs)
+    assert gradgradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("transpose", [False, True])
+def test_matches_dense_gradients(product, transpose):
+    S, A = make("empty_rows_cols", torch.float64)
+    D = torch.tensor(S.toarray()).requires_grad_()
+    col = A.pattern.kernel_col()
+    values = A.values.clone().requires_grad_()
+    x = randn(A.shape[0] if transpose else A.shape[1],
+              *((2,) if product == "spmm" else ()), requires_grad=True)
+    y = getattr(ops, product)(A.crow_indices, col, values, x, *A.pattern.transpose_arrays(),
+                              transpose)
+    y_dense = (D.T if transpose else D) @ x
+    torch.testing.assert_close(y, y_dense)
+    g = torch.randn_like(y)
+    grad_values, grad_x = torch.autograd.grad(y, (values, x), g)
+    dense_values, dense_x = torch.autograd.grad(y_dense, (D, x), g)
+    row = A.row_indices()
+    torch.testing.assert_close(grad_values, dense_values[row, A.col_indices])
+    torch.testing.assert_close(grad_x, dense_x)
+
+
+@pytest.mark.parametrize("op", [*PRODUCTS, "sptrsv"])
+def test_the_autograd_kernel_is_the_cpp_one(op):
+    """Registered in C++ at the Autograd key, not by torch.library.register_autograd
+    (whose kernels the dispatcher lists as registered in torch/library.py)."""
+    name = f"learnsolve::{op}"
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "Autograd")
+    autograd = [line for line in torch._C._dispatch_dump(name).splitlines()
+                if line.startswith("Autograd")]
+    assert len(autograd) == 1
+    assert re.search(r"cuda/autograd/\w+\.cpp", autograd[0]), autograd[0]
+    assert "library.py" not in autograd[0]
+
+
+def test_no_graph_without_grad():
+    crow, col, values, x, *transposed = _operands("square", "spmv", False, True)
+    assert ops.spmv(crow, col, values, x, *transposed).grad_fn is None
+    values.requires_grad_()
+    with torch.no_grad():
+        y = ops.spmv(crow, col, values, x, *transposed)
+    assert y.grad_fn is None and not y.requires_grad
+    y = ops.spmv(crow, col, values, x, *transposed)
+    assert y.requires_grad and y.grad_fn is not None
+
+
+def test_forward_mode_is_refused_not_dropped():
+    """No jvp: a tangent raises instead of being lost, with or without grad mode."""
+    crow, col, values, x, *transposed = _operands("square", "spmv", False, True)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        with pytest.raises(RuntimeError, match="jvp"):
+            ops.spmv(crow, col, values, dual, *transposed)
+        with torch.no_grad(), pytest.raises(RuntimeError, match="jvp"):
+            ops.spmv(crow, col, values, dual, *transposed)
+
+
+class _LearnsolveOps(TorchDispatchMode):
+    """Records the learnsolve ops that run (below autograd) while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "learnsolve":
+            self.names.append(func._opname)
+        return func(*args, **(kwargs or {}))
+
+
+def _backward_ops(product, transpose, cached, requires, wrt, create_graph=False):
+    """The learnsolve ops that run in the backward of op(A) x, for the inputs in
+    ``requires`` requiring grad and the gradient taken with respect to ``wrt``."""
+    crow, col, values, x, *transposed = _operands("square", product, transpose, cached)
+    values.requires_grad_("values" in requires)
+    x.requires_grad_("x" in requires)
+    y = getattr(ops, product)(crow, col, values, x, *transposed, transpose)
+    inputs = tuple(t for name, t in (("values", values), ("x", x)) if name in wrt)
+    with _LearnsolveOps() as mode:
+        grads = torch.autograd.grad(y, inputs, torch.ones_like(y), create_graph=create_graph)
+    assert all(g is not None for g in grads)
+    return sorted(mode.names)
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_only_the_gradients_needed_are_computed(create_graph):
+    def run(*args):
+        return _backward_ops(*args, create_graph=create_graph)
+
+    # spmv, A x: both at once in the fused pass; each alone, its own op
+    assert run("spmv", False, True, ("values", "x"), ("values", "x")) == ["spmv_backward"]
+    assert run("spmv", False, True, ("values",), ("values",)) == ["sampled_matmul"]
+    assert run("spmv", False, True, ("x",), ("x",)) == ["spmv"]
+    # both require grad, but the gradient of one only is asked for (needs_input_grad)
+    assert run("spmv", False, True, ("values", "x"), ("values",)) == ["sampled_matmul"]
+    assert run("spmv", False, True, ("values", "x"), ("x",)) == ["spmv"]
+    # no cached transpose: computed for d x only
+    assert run("spmv", False, False, ("x",), ("x",)) == ["spmv", "transpose"]
+    assert run("spmv", False, False, ("values",), ("values",)) == ["sampled_matmul"]
+    # A^T x, and the products with a matrix
+    assert run("spmv", True, True, ("values", "x"), ("values", "x")) == ["sampled_matmul",
+                                                                          "spmv"]
+    assert run("spmm", False, True, ("values", "x"), ("values", "x")) == ["sampled_matmul",
+                                                                          "spmm"]
+    assert run("spmm", True, True, ("values",), ("values",)) == ["sampled_matmul"]
+    assert run("spmm", True, True, ("values", "x"), ("x",)) == ["spmm"]
+
+
+def test_only_what_the_backward_reads_is_saved():
+    """d x = op(A)^T g reads A's values but not x; d values reads x but not A's values.
+    What is saved may not change in place before the backward; the rest may."""
+    crow, col, values, x, *transposed = _operands("square", "spmv", False, True)
+    leaf = x.clone().requires_grad_()
+    y = ops.spmv(crow, col, values, leaf, *transposed)
+    with torch.no_grad():
+        leaf.add_(1.0)
+    assert torch.autograd.grad(y.sum(), leaf)[0] is not None
+    y = ops.spmv(crow, col, values, leaf, *transposed)
+    values.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(y.sum(), leaf)
+
+    leaf = values.clone().requires_grad_()
+    y = ops.spmv(crow, col, leaf, x, *transposed)
+    with torch.no_grad():
+        leaf.add_(1.0)
+    assert torch.autograd.grad(y.sum(), leaf)[0] is not None
+    y = ops.spmv(crow, col, leaf, x, *transposed)
+    x.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(y.sum(), leaf)
+
+
+# ------------------------------------------------------------------ triangular solve
+
+def _solve_matrix(n=9, seed=4, device="cpu"):
+    """A random matrix with entries in both triangles and a dominant diagonal."""
+    rng = np.random.default_rng(seed)
+    S = sp.random_array((n, n), density=0.35, format="csr", rng=rng)
+    S = sp.csr_array(S + sp.diags_array(rng.uniform(2.0, 3.0, n) * (1 + abs(S).sum(axis=1))))
+    S.sort_indices()
+    return ls.CSRMatrix.from_scipy(S, device=device)
+
+
+def _solve_operands(A, lower, cached, transpose):
+    transposed = A.pattern.transpose_arrays() if cached or transpose else (None,) * 3
+    return (A.crow_indices, A.col_indices, *triangular_levels(A.pattern, lower)), transposed
+
+
+def _solve_function(A, lower, unit, transpose, cached, requires, b):
+    """A function of the inputs of x = op(T)^{-1} b that require grad, and those inputs."""
+    (crow, col, *levels), transposed = _solve_operands(A, lower, cached, transpose)
+    need_values, need_b = REQUIRES[requires]
+
+    def f(*inputs):
+        it = iter(inputs)
+        v = next(it) if need_values else A.values
+        u = next(it) if need_b else b
+        return ops.sptrsv(crow, col, v, u, *levels, lower, unit, *transposed, transpose)
+
+    inputs = tuple(t.clone().requires_grad_() for t, need in ((A.values, need_values),
+                                                             (b, need_b)) if need)
+    return f, inputs
+
+
+@pytest.mark.parametrize("requires", REQUIRES)
+@pytest.mark.parametrize("lower", [True, False], ids=["lower", "upper"])
+@pytest.mark.parametrize("unit", [False, True], ids=["", "unit"])
+@pytest.mark.parametrize("transpose, cached", [(False, False), (False, True), (True, True)],
+                         ids=["T", "T-cached-transpose", "T^T"])
+@pytest.mark.parametrize("columns", [(), (2,)], ids=["vector", "matrix"])
+def test_sptrsv_gradcheck_and_gradgradcheck(requires, lower, unit, transpose, cached, columns,
+                                            device):
+    A = _solve_matrix(device=device)
+    b = randn(A.shape[0], *columns, device=device)
+    f, inputs = _solve_function(A, lower, unit, transpose, cached, requires, b)
+    assert gradcheck(f, inputs)
+    assert gradgradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("requires", REQUIRES)
+def test_sptrsv_empty_matrix(requires):
+    A = ls.CSRMatrix.from_scipy(sp.csr_array((0, 0)))
+    f, inputs = _solve_function(A, True, False, False, False, requires,
+                                torch.zeros(0, dtype=torch.float64))
+    x = f(*inputs)
+    assert x.shape == (0,) and x.requires_grad
+    grads = torch.autograd.grad(x.sum(), inputs)
+    assert [g.shape for g in grads] == [t.shape for t in inputs]
+
+
+def _solve_backward_ops(requires, wrt, create_graph=False, cached=True):
+    A = _solve_matrix()
+    b = randn(A.shape[0])
+    (crow, col, *levels), transposed = _solve_operands(A, True, cached, False)
+    values = A.values.clone().requires_grad_("values" in requires)
+    b.requires_grad_("b" in requires)
+    x = ops.sptrsv(crow, col, values, b, *levels, True, False, *transposed, False)
+    inputs = tuple(t for name, t in (("values", values), ("b", b)) if name in wrt)
+    with _LearnsolveOps() as mode:
+        grads = torch.autograd.grad(x, inputs, torch.ones_like(x), create_graph=create_graph)
+    assert all(g is not None for g in grads)
+    return sorted(mode.names)
+
+
+def test_sptrsv_only_the_gradients_needed_are_computed():
+    run = _solve_backward_ops
+    # without a graph of the backward: both in one fused call; d b alone, the solve only
+    assert run(("values", "b"), ("values", "b")) == ["sptrsv_backward"]
+    assert run(("values",), ("values",)) == ["sptrsv_backward"]
+    assert run(("b",), ("b",)) == ["sptrsv"]
+    assert run(("values", "b"), ("b",)) == ["sptrsv"]
+    assert run(("b",), ("b",), cached=False) == ["sptrsv", "transpose"]
+    # with one (double backward): differentiable ops, the sampled product for d values only
+    assert run(("values", "b"), ("values", "b"), True) == ["sampled_matmul", "sptrsv"]
+    assert run(("values", "b"), ("b",), True) == ["sptrsv"]
