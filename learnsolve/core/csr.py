@@ -279,31 +279,25 @@ class CSRMatrix:
 
     # ------------------------------------------------------------------ algebra
     def __matmul__(self, other):
-        from .arith import matmul
-        return matmul(self, other)
+        return _arith.matmul(self, other)
 
     def __rmatmul__(self, other):
-        from .arith import rmatmul
-        return rmatmul(other, self)
+        return _arith.rmatmul(other, self)
 
     def __add__(self, other):
-        from .arith import add
-        return add(self, other)
+        return _arith.add(self, other)
 
     def __sub__(self, other):
-        from .arith import add
-        return add(self, other, beta=-1.0)
+        return _arith.add(self, other, beta=-1.0)
 
     def __mul__(self, other):
-        from .arith import multiply
-        return multiply(self, other)
+        return _arith.multiply(self, other)
 
     __rmul__ = __mul__
 
     def __truediv__(self, other):
-        from .arith import scale
         alpha = V.check_scalar(other, "divisor")
-        return scale(self, 1.0 / alpha)
+        return _arith.scale(self, 1.0 / alpha)
 
     def __neg__(self):
         return CSRMatrix.from_pattern(self._pattern, -self.values)
@@ -319,8 +313,7 @@ class CSRMatrix:
 
     def diagonal(self, k: int = 0) -> torch.Tensor:
         """The k-th diagonal as a dense vector (zeros where none is stored)."""
-        from .arith import diagonal
-        return diagonal(self, k)
+        return _arith.diagonal(self, k)
 
     def row_sum(self) -> torch.Tensor:
         """The sum of each row (differentiable)."""
@@ -328,18 +321,21 @@ class CSRMatrix:
 
     def tril(self, k: int = 0) -> "CSRMatrix":
         """The entries on and below the k-th diagonal (explicit zeros kept)."""
-        from .arith import triangle
-        return triangle(self, k, lower=True)
+        return _arith.triangle(self, k, lower=True)
 
     def triu(self, k: int = 0) -> "CSRMatrix":
         """The entries on and above the k-th diagonal (explicit zeros kept)."""
-        from .arith import triangle
-        return triangle(self, k, lower=False)
+        return _arith.triangle(self, k, lower=False)
 
     def __repr__(self) -> str:
         grad = ", requires_grad=True" if self.requires_grad else ""
         return (f"CSRMatrix(shape={self.shape}, nnz={self.nnz}, dtype={self.dtype}, "
                 f"device={self.device}{grad})")
+
+
+# The algebra (arith imports this module: imported once CSRMatrix exists, not at each
+# operator call).
+from . import arith as _arith  # noqa: E402
 
 
 # ---------------------------------------------------------------------- torch.compile
