@@ -179,25 +179,18 @@ def test_only_what_the_backward_reads_is_saved():
     """d x = op(A)^T g reads A's values but not x; d values reads x but not A's values.
     What is saved may not change in place before the backward; the rest may."""
     crow, col, values, x, *transposed = _operands("square", "spmv", False, True)
-    leaf = x.clone().requires_grad_()
-    y = ops.spmv(crow, col, values, leaf, *transposed)
-    with torch.no_grad():
-        leaf.add_(1.0)
-    assert torch.autograd.grad(y.sum(), leaf)[0] is not None
-    y = ops.spmv(crow, col, values, leaf, *transposed)
-    values.add_(1.0)
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-        torch.autograd.grad(y.sum(), leaf)
-
-    leaf = values.clone().requires_grad_()
-    y = ops.spmv(crow, col, leaf, x, *transposed)
-    with torch.no_grad():
-        leaf.add_(1.0)
-    assert torch.autograd.grad(y.sum(), leaf)[0] is not None
-    y = ops.spmv(crow, col, leaf, x, *transposed)
-    x.add_(1.0)
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-        torch.autograd.grad(y.sum(), leaf)
+    for wanted in ("x", "values"):      # the gradient asked for; the other operand is read
+        operands = {"values": values, "x": x}
+        leaf = operands[wanted] = operands[wanted].clone().requires_grad_()
+        read = operands["values" if wanted == "x" else "x"]
+        y = ops.spmv(crow, col, operands["values"], operands["x"], *transposed)
+        with torch.no_grad():
+            leaf.add_(1.0)                  # not saved: may change
+        assert torch.autograd.grad(y.sum(), leaf)[0] is not None
+        y = ops.spmv(crow, col, operands["values"], operands["x"], *transposed)
+        read.add_(1.0)                      # saved: may not
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            torch.autograd.grad(y.sum(), leaf)
 
 
 # ------------------------------------------------------------------ triangular solve

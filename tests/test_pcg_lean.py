@@ -174,23 +174,25 @@ def test_convergence_at_the_first_iteration_and_at_once():
     assert zero.iterations == 0 and zero.residuals.shape == (1, 2) and zero.converged
 
 
-def test_stopping_inside_a_block_returns_that_iterate():
+@pytest.fixture
+def steps(monkeypatch) -> list:
+    """One entry per lean iteration run (``_Run.step`` calls), replays included."""
+    calls, original = [], _Run.step
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(_Run, "step", counted)
+    return calls
+
+
+def test_stopping_inside_a_block_returns_that_iterate(steps):
     """Three eigenvectors: CG ends at iteration 3, inside the block of iterations 3 and 4;
     the iterate is recomputed from the block's start, and equals the one of a check after
     every iteration (a callback makes the blocks one iteration long)."""
     A = poisson(10)
     b = eigen_rhs(10, [(1, 1), (2, 3), (4, 1)])
-    steps = []
-    original = _Run.step
-
-    def counted(self, *args, **kwargs):
-        steps.append(1)
-        return original(self, *args, **kwargs)
-    _Run.step = counted
-    try:
-        lean = PCG(rtol=1e-10)(A, b)
-    finally:
-        _Run.step = original
+    lean = PCG(rtol=1e-10)(A, b)
     assert lean.iterations == 3 and len(steps) > 3            # ran past it, recomputed
     iterates = []
     every = PCG(rtol=1e-10, callback=iterates.append)(A, b)
@@ -337,19 +339,9 @@ def test_host_reads_are_bounded(reads):
     assert lean.iterations <= reads[0] <= lean.iterations + 5 and every.x.equal(lean.x)
 
 
-def test_few_iterations_wasted():
+def test_few_iterations_wasted(steps):
     A = poisson(32)
     b = randn(1024, seed=16)
-    steps = []
-    original = _Run.step
-
-    def counted(self, *args, **kwargs):
-        steps.append(1)
-        return original(self, *args, **kwargs)
-    _Run.step = counted
-    try:
-        solutions = [PCG(rtol=rtol)(A, b) for rtol in (1e-4, 1e-8, 1e-12)]
-    finally:
-        _Run.step = original
+    solutions = [PCG(rtol=rtol)(A, b) for rtol in (1e-4, 1e-8, 1e-12)]
     iterations = sum(s.iterations for s in solutions)
     assert iterations <= len(steps) <= 1.1 * iterations
