@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from distributed_workers import callbacks, history, parameters, spawn, training
 from learnsolve.problems import ProblemSet, poisson_1d
 from learnsolve.solvers.jacobi import Jacobi
 from learnsolve.train import Trainer
-from learnsolve.train.distributed import ProcessGroup
+from learnsolve.train.distributed import ProcessGroup, warn_idle
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
@@ -106,6 +107,15 @@ def test_distributed_needs_a_process_group(monkeypatch):
     assert alone.group_ is None
     with pytest.raises(TypeError, match="distributed"):
         Trainer(Jacobi(1.0, num_nodes=8), distributed="yes")
+
+
+def test_fewer_problems_a_step_than_processes_warns():
+    with pytest.warns(UserWarning, match="problems_per_step=1 with 2 processes.*1 of them "
+                                         "idle at every step"):
+        warn_idle(1, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_idle(2, 2)
 
 
 def test_shares_are_every_world_size_th_position():

@@ -40,6 +40,8 @@ What the trainer does then (:class:`ProcessGroup`), with ``W`` processes:
 
 A rank that raises ends its process; ``torchrun`` (and
 ``torch.multiprocessing.spawn``) then stop the others and report the error.
+:meth:`~learnsolve.train.Trainer.evaluate` and the plots are not shared: each
+process computes them over all the problems it is given.
 """
 from __future__ import annotations
 
@@ -230,4 +232,4 @@ def warn_idle(problems_per_step: int, world_size: int) -> None:
                       f"processes: each step's problems are shared among the processes, so "
                       f"{world_size - problems_per_step} of them idle at every step; raise "
                       f"problems_per_step to a multiple of {world_size}", UserWarning,
-                      stacklevel=4)
+                      stacklevel=3)
