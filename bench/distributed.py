@@ -9,15 +9,16 @@ Each configuration trains on the same ``--problems`` problems of ``random_spd_pr
 (lognormal and jump grids, P1 FEM on random polygons, 200 to 1,024 unknowns, float64),
 saved once with ``ProblemSet.save`` and read from disk by ``ProblemSet.load`` (each
 process reads the file of each problem it trains on, at each access: what a set larger
-than memory costs), 8 a step batched into one block-diagonal problem, 4 right-hand
-sides each, for ``--epochs`` epochs; the throughput is the problems of the epochs after
-the first (a warm-up) over their time, from the trainer's history (rank 0's). One process: a plain Trainer, one torch thread. Several: processes in a gloo
-group, one torch thread each, the same Trainer (which then shares each step's problems
-among them and averages the gradients with DDP). Every run is a process (or processes)
-spawned afresh by ``torch.multiprocessing``; the configurations run in turns,
-``--repeat`` times, on one machine, and the table gives the best throughput of each and
-the median of the paired ratios; the parameters they end with are compared (the same
-training, to rounding).
+than memory costs), ``--problems-per-step`` a step (8 and 32 by default) batched into
+one block-diagonal problem, 4 right-hand sides each, for ``--epochs`` epochs; the
+throughput is the problems of the epochs after the first (a warm-up) over their time,
+from the trainer's history (rank 0's). One process: a plain Trainer, one torch thread.
+Several: processes in a gloo group, one torch thread each, the same Trainer (which
+then shares each step's problems among them and averages the gradients with DDP).
+Every run is a process (or processes) spawned afresh by ``torch.multiprocessing``; the
+configurations run in turns, ``--repeat`` times, on one machine, and the table gives the
+best throughput of each and the median of the paired ratios; the parameters they end
+with are compared (the same training, to rounding).
 
 On a GPU machine, ``--device cuda`` gives each process a GPU (NCCL); the machine needs as
 many GPUs as processes. Loading a large set from disk is measured by

@@ -18,7 +18,8 @@ What the trainer does then (:class:`ProcessGroup`), with ``W`` processes:
   loaded from disk, whose index has them), else those at positions ``r, r +
   W, ...`` (uneven shares allowed; a rank without a problem in a step takes
   part with a zero loss), and reads only those (a lazy
-  :class:`~learnsolve.problems.ProblemSet` loads nothing else). Each problem's vectors are drawn from its position
+  :class:`~learnsolve.problems.ProblemSet` loads nothing else). Each
+  problem's vectors are drawn from its position
   (:mod:`~learnsolve.train.sampling`), so they are the vectors a single
   process would draw.
 - **Gradients**: the model is wrapped in
