@@ -205,10 +205,12 @@ def diagonal(A: CSRMatrix, k: int = 0) -> torch.Tensor:
     m, n = A.shape
     k = V.check_int(k, "k")
     length = max(0, min(m, n - k) if k >= 0 else min(m + k, n))
-    row = A.row_indices()
-    on_diagonal = A.col_indices - row == k
-    index = torch.nonzero(on_diagonal).flatten()
-    position = row[index] if k >= 0 else row[index] + k
+
+    def locate():       # which stored entries, and where on the diagonal: once a pattern
+        row = A.row_indices()
+        index = torch.nonzero(A.col_indices - row == k).flatten()
+        return index, (row[index] if k >= 0 else row[index] + k)
+    index, position = A.pattern.cached(("diagonal_entries", k), locate)
     return A.values.new_zeros(length).index_put((position,), A.values[index])
 
 
