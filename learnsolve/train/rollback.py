@@ -36,28 +36,28 @@ class Progress:
     ``order`` is the epoch's shuffled problem order, ``seed`` the seed of its
     vectors (:mod:`~learnsolve.train.sampling`), ``losses[:step]`` the losses of
     its ``step`` optimizer steps done (each over ``problems_per_step`` problems
-    of ``order``, the last over what is left), ``generator`` the trainer's
-    generator state after the epoch drew its order and seed, ``elapsed`` the
-    seconds the epoch has run. While a step runs, the model
+    of ``order``, the last over what is left), ``elapsed`` the seconds the
+    epoch has run. The trainer's generator draws the order and the seed when
+    the epoch starts, and nothing while its steps run. While a step runs, the model
     and the optimizer may be past this boundary; the trainer's rewind brings
     them back.
 
     Examples
     --------
-    >>> p = Progress(0, [2, 0, 1], 7, torch.Generator().get_state(), losses=[1.5])
+    >>> p = Progress(0, [2, 0, 1], 7, losses=[1.5])
     >>> p.step, p.state_dict()["order"], p.state_dict()["seed"]
     (1, [2, 0, 1], 7)
     """
 
-    def __init__(self, epoch: int, order: Sequence[int], seed: int, generator: torch.Tensor,
+    def __init__(self, epoch: int, order: Sequence[int], seed: int,
                  losses: Sequence[float] = (), elapsed: float = 0.0):
-        self.epoch, self.order, self.seed, self.generator = epoch, list(order), seed, generator
+        self.epoch, self.order, self.seed = epoch, list(order), seed
         self.losses = list(losses)
         self.step = len(self.losses)
         self.elapsed = elapsed
 
     def state_dict(self) -> dict:
-        """Numbers and lists only (the generator's state is saved with the trainer's)."""
+        """Numbers and lists only."""
         return {"epoch": self.epoch, "order": self.order, "seed": self.seed,
                 "losses": self.losses[:self.step], "elapsed": self.elapsed}
 
@@ -65,8 +65,9 @@ class Progress:
     def from_state(cls, state: dict, generator: torch.Tensor) -> "Progress":
         """The progress saved by :meth:`state_dict`. A state without ``seed`` (a file of
         version 2, whose epochs drew their vectors one step after the other from the
-        trainer's generator) gets one drawn from ``generator``: the rest of that epoch
-        trains on other vectors than it would have, with a warning."""
+        trainer's generator) gets one drawn from a generator in the state ``generator``
+        (the trainer's, saved with it): the rest of that epoch trains on other vectors
+        than it would have, with a warning."""
         seed = state.get("seed")
         if seed is None:
             warnings.warn("Trainer.load: this file was saved in the middle of an epoch by an "
@@ -75,7 +76,7 @@ class Progress:
             g = torch.Generator()
             g.set_state(generator)
             seed = stream_seed(g)
-        return cls(int(state["epoch"]), state["order"], int(seed), generator, state["losses"],
+        return cls(int(state["epoch"]), state["order"], int(seed), state["losses"],
                    float(state["elapsed"]))
 
 
@@ -115,8 +116,6 @@ class Rollback:
     ----------
     step : int or None
         The step (counted in the epoch) the copies are of; None when none is held.
-    generator : torch.Tensor or None
-        The trainer's generator state before that step drew its vectors.
 
     Examples
     --------
@@ -125,7 +124,7 @@ class Rollback:
     >>> model.register_buffer("big", torch.zeros(1000))
     >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     >>> rollback = Rollback()
-    >>> rollback.take(optimizer, step=0, generator=None)
+    >>> rollback.take(optimizer, step=0)
     >>> rollback.nbytes                       # the 8 parameters in float32, no buffer
     32
     >>> start = model.weight.detach().clone()
@@ -141,7 +140,7 @@ class Rollback:
         self._pool: dict[tuple, torch.Tensor] = {}   # the buffers, by where they are used
         self._state: dict[int, dict] = {}            # per parameter index: its state's copy
         self._groups: list[dict] = []
-        self.step = self.generator = None
+        self.step = None
 
     @property
     def held(self) -> bool:
@@ -155,7 +154,7 @@ class Rollback:
 
     def clear(self) -> None:
         """Forget the copies (the buffers stay, for the next step)."""
-        self.step = self.generator = None
+        self.step = None
 
     def release(self) -> None:
         """Forget the copies and free the buffers."""
@@ -190,8 +189,7 @@ class Rollback:
         return value
 
     @torch.no_grad()
-    def take(self, optimizer: torch.optim.Optimizer, step: int | None,
-             generator: torch.Tensor | None) -> None:
+    def take(self, optimizer: torch.optim.Optimizer, step: int | None) -> None:
         """Copy the optimizer's parameters and state (the start of step ``step``)."""
         self.step = None     # a copy interrupted half-way is no copy
         self._groups = [{k: v for k, v in group.items() if k != "params"}
@@ -202,7 +200,7 @@ class Rollback:
             if optimizer.state.get(param):
                 state[i] = self._copy(optimizer.state[param], ("state", i))
         self._state = state
-        self.step, self.generator = step, generator
+        self.step = step
 
     @torch.no_grad()
     def restore(self, optimizer: torch.optim.Optimizer) -> None:

@@ -163,8 +163,9 @@ class Trainer(KeepBest, Measure):
     It also resumes an epoch stopped in its middle, bit for bit. An exception
     that ends ``fit`` there (a ``KeyboardInterrupt`` in the loss, in the
     backward pass or in the optimizer's step, say) undoes the step it
-    interrupted: the model, the optimizer and the generator go back to where
-    that step started, and the trainer keeps the epoch's order and the losses
+    interrupted: the model and the optimizer go back to where that step
+    started (the random stream draws nothing during an epoch's steps: their
+    vectors come from the epoch's seed), and the trainer keeps the epoch's order and the losses
     of its steps done. A ``fit`` in place, or after :meth:`save` and
     :meth:`load`, redoes that step on the same vectors and ends with the same
     parameters, history and random stream as a training never interrupted.
@@ -175,8 +176,8 @@ class Trainer(KeepBest, Measure):
     its first loss and gradient are found finite (not at the further closure
     calls of LBFGS): :class:`Rollback`.
 
-    A non-finite loss or gradient stops training at once: the parameters,
-    optimizer state and random stream go back to those the last step of the
+    A non-finite loss or gradient stops training at once: the parameters and
+    optimizer state go back to those the last step of the
     epoch under way with a finite loss and gradient started from (a step of
     LBFGS whose first loss and gradient were finite goes back to its own
     start), a RuntimeWarning says where it happened, and the unfinished epoch
@@ -453,7 +454,7 @@ class Trainer(KeepBest, Measure):
         if self._progress is None:
             order = torch.randperm(len(train), generator=self.generator_).tolist()
             seed = stream_seed(self.generator_)
-            self._progress = Progress(self.epochs_done_, order, seed, self.generator_.get_state())
+            self._progress = Progress(self.epochs_done_, order, seed)
         progress = self._progress
         start = time.perf_counter()
         try:
@@ -560,8 +561,7 @@ class Trainer(KeepBest, Measure):
             if not values:
                 # Finite at the step's start, before the optimizer moves anything:
                 # what undoing this step needs.
-                self.rollback_.take(optimizer, step, None if progress is None else
-                                    progress.generator)
+                self.rollback_.take(optimizer, step)
             values.append(value)
             return loss if self.group_ is None else loss.new_tensor(value)
 
@@ -585,7 +585,8 @@ class Trainer(KeepBest, Measure):
         return loss, float(loss.detach())
 
     def _rewind(self, progress: Progress, last_good: bool = False) -> bool:
-        """Undo the step under way: back to its start (model, optimizer, generator, losses).
+        """Undo the step under way: back to its start (model, optimizer, losses; the
+        generator draws nothing during an epoch's steps).
 
         The parameters and the optimizer come from the rollback copies where the
         step took them (the optimizer may have moved them since), else they have
@@ -599,10 +600,9 @@ class Trainer(KeepBest, Measure):
         restored = rollback.held and (last_good or rollback.step == progress.step)
         if restored:
             rollback.restore(self.optimizer_)
-            progress.generator, progress.step = rollback.generator, rollback.step
+            progress.step = rollback.step
         rollback.clear()
         del progress.losses[progress.step:]
-        self.generator_.set_state(progress.generator)
         return restored
 
     def _give_up(self, failure: NonFinite, train, first: int) -> None:
