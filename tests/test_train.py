@@ -511,6 +511,15 @@ def test_bad_models_and_problems_name_themselves():
         quiet(ScalarJacobi(), loss=lambda m, p, X: X).fit(poisson_1d(8))
     with pytest.raises(TypeError, match=r"metrics\['m'\]: expected a number"):
         quiet(ScalarJacobi(), metrics={"m": lambda m, p: "x"}).fit(poisson_1d(8))
+    with pytest.raises(ValueError, match="loss: expected a tensor that depends on the "
+                                         "model's parameters"):
+        quiet(ScalarJacobi(), loss=lambda m, p, X: X.sum().detach()).fit(poisson_1d(8))
+    trainer = quiet(ScalarJacobi(), epochs=1).fit(poisson_1d(8))
+    X = poisson_1d(8).random_rhs(2, seed=0)
+    with pytest.raises(ValueError, match=r"X: expected one block per problem \(2\), got 1"):
+        trainer.train_step([poisson_1d(8)] * 2, [X])
+    with pytest.raises(ValueError, match="problems: expected at least one problem, got none"):
+        trainer.train_step([], [])
 
 
 def test_callback_arguments():

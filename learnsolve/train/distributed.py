@@ -54,6 +54,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .options import check_differentiable
+
 __all__ = ["ProcessGroup", "process_group"]
 
 #: The environment ``torchrun`` gives each process.
@@ -81,10 +83,7 @@ class _StepLoss(nn.Module):
             return total, total.detach()
         losses = []
         for problem, X, count in pairs:
-            loss = self.loss(problem, X)
-            if not loss.requires_grad:
-                raise ValueError("loss: expected a tensor that depends on the model's "
-                                 "parameters, got one without gradient")
+            loss = check_differentiable(self.loss(problem, X))
             losses.append(loss * count if count != 1 else loss)
         local = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
         return total + local.to(total.dtype) * scale, local.detach()
@@ -95,11 +94,11 @@ class ProcessGroup:
 
     Parameters
     ----------
-    group : torch.distributed.ProcessGroup, optional
-        Default: the default group (``torch.distributed.init_process_group``).
     device : torch.device
         Where the numbers summed over the ranks live: the trainer's device
         (NCCL needs CUDA tensors, gloo takes CPU ones).
+    group : torch.distributed.ProcessGroup, optional
+        Default: the default group (``torch.distributed.init_process_group``).
 
     Attributes
     ----------

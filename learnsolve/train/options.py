@@ -12,7 +12,7 @@ from ..core.validation import check_count
 from .callbacks import Callback
 from .history import RESERVED
 
-__all__ = ["OPTIMIZERS", "check_arguments", "build_optimizer"]
+__all__ = ["OPTIMIZERS", "check_arguments", "check_differentiable", "build_optimizer"]
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
@@ -62,6 +62,14 @@ def check_arguments(model, loss, optimizer, lr, distribution, device, rollback_d
                       "is the problems per step)", DeprecationWarning, stacklevel=3)
     return (model, loss, optimizer, float(lr), device, rollback_device, seed, callbacks,
             metrics, keep_best, rhs_per_problem)
+
+
+def check_differentiable(loss: torch.Tensor) -> torch.Tensor:
+    """``loss``, if it depends on the model's parameters (a ValueError otherwise)."""
+    if not loss.requires_grad:
+        raise ValueError("loss: expected a tensor that depends on the model's parameters, got "
+                         "one without gradient")
+    return loss
 
 
 def build_optimizer(optimizer, params: list, lr: float) -> torch.optim.Optimizer:

@@ -33,7 +33,7 @@ from .checkpoint import clone_state
 from .distributed import process_group, warn_idle
 from .history import History
 from .measure import Measure
-from .options import build_optimizer, check_arguments
+from .options import build_optimizer, check_arguments, check_differentiable
 from .rollback import NonFinite, Progress, Rollback
 from .sampling import draw_rhs, stream_seed
 
@@ -578,10 +578,8 @@ class Trainer(KeepBest, Measure):
             loss, local = self._step_loss(pairs, self.group_.world_size / total)
             return loss, self.group_.sum([float(local)])[0] / total
         losses = [self._loss(p, x) for p, x, _ in pairs]
-        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
-        if not loss.requires_grad:
-            raise ValueError("loss: expected a tensor that depends on the model's "
-                             "parameters, got one without gradient")
+        loss = check_differentiable(losses[0] if len(losses) == 1 else
+                                    torch.stack(losses).mean())
         return loss, float(loss.detach())
 
     def _rewind(self, progress: Progress, last_good: bool = False) -> bool:
