@@ -52,20 +52,22 @@ def _rcm_by_component(graph: sp.csr_matrix) -> np.ndarray:
     """Reverse Cuthill-McKee of each connected component of ``graph`` as if it were alone
     (scipy's on one component; its tie-breaks depend on the whole graph), the components
     in the order of their first nodes, a lone node left where it is. One scipy call per
-    component of more than one node."""
+    component of more than one node (lone nodes cost no Python step)."""
     count, labels = connected_components(graph, directed=False)
     if count == 1:
         return reverse_cuthill_mckee(graph, symmetric_mode=False).astype(np.int64)
-    nodes = np.argsort(labels, kind="stable")          # by component, ascending within
-    bounds = np.searchsorted(labels[nodes], np.arange(count + 1))
-    pieces = []
-    for c in np.argsort(nodes[bounds[:-1]], kind="stable"):   # by first node
-        members = nodes[bounds[c]:bounds[c + 1]]
-        if len(members) > 1:
-            members = members[reverse_cuthill_mckee(graph[members][:, members],
-                                                    symmetric_mode=False)]
-        pieces.append(members)
-    return np.concatenate(pieces).astype(np.int64)
+    first = np.full(count, graph.shape[0], dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(graph.shape[0]))
+    rank = np.empty(count, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(count)    # components by first node
+    perm = np.argsort(rank[labels], kind="stable").astype(np.int64)  # ascending within
+    sizes = np.bincount(rank[labels], minlength=count)
+    bounds = np.concatenate(([0], np.cumsum(sizes)))
+    for c in np.flatnonzero(sizes > 1):
+        members = perm[bounds[c]:bounds[c + 1]]
+        perm[bounds[c]:bounds[c + 1]] = members[reverse_cuthill_mckee(
+            graph[members][:, members], symmetric_mode=False)]
+    return perm
 
 
 class Pattern:

@@ -330,14 +330,14 @@ class _ListedProblem:
 class _MovedProblem:
     """Problem ``i`` of a set, moved or converted by ``Problem.to`` (picklable)."""
 
-    def __init__(self, get: Callable[[int], Problem], args: tuple, kwargs: dict):
-        self.get, self.args, self.kwargs = get, args, kwargs
+    def __init__(self, source: "ProblemSet", args: tuple, kwargs: dict):
+        self.source, self.args, self.kwargs = source, args, kwargs
 
     def __call__(self, i: int) -> Problem:
-        return self.get(i).to(*self.args, **self.kwargs)
+        return self.source._get(i).to(*self.args, **self.kwargs)
 
     def nnz(self, i: int) -> int | None:
-        return self.get.__self__._known_nnz(i)
+        return self.source._known_nnz(i)
 
 
 class _FileProblem:
@@ -611,7 +611,7 @@ class ProblemSet(Sequence):
 
     def to(self, *args, **kwargs) -> "ProblemSet":
         """The same set with each problem moved/converted by ``Problem.to`` (lazily)."""
-        return ProblemSet._view(self, self._indices, make=_MovedProblem(self._get, args, kwargs),
+        return ProblemSet._view(self, self._indices, make=_MovedProblem(self, args, kwargs),
                                 cache={} if self._cache is not None else None)
 
     def __repr__(self) -> str:
