@@ -13,13 +13,7 @@ import torch
 
 from .sampling import fixed_rhs
 
-__all__ = ["Measure", "mean"]
-
-
-def mean(values) -> float:
-    """The mean of some numbers, summed exactly (``math.fsum``)."""
-    values = list(values)
-    return math.fsum(values) / len(values)
+__all__ = ["Measure"]
 
 
 class Measure:
