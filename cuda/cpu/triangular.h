@@ -129,16 +129,19 @@ void solve_serial(const TriangularSystem<scalar_t>& s, bool transpose, int64_t k
     scalar_t* xi = x + i * k;
     if (!transpose) {  // x_i = (b_i - sum_j T_ij x_j) / T_ii
       if (k == 1) {
+        // The row's value stays in a register until it is final: one store,
+        // so that the next row's load of it waits for one store, not two.
         scalar_t acc = xi[0];
         for (int64_t p = begin; p < end; ++p) acc -= v[p] * x[ci[p]];
+        if (!s.unit) acc /= v[s.diag[i]];
         xi[0] = acc;
       } else {
         for (int64_t p = begin; p < end; ++p) {
           const scalar_t* xj = x + ci[p] * k;
           for (int64_t c = 0; c < k; ++c) xi[c] -= v[p] * xj[c];
         }
+        divide(i);
       }
-      divide(i);
     } else {  // x_i is final; b_j -= T_ij x_i for the j it feeds
       divide(i);
       for (int64_t p = begin; p < end; ++p) {
