@@ -161,7 +161,7 @@ def test_coarse_level_is_bound_and_named():
     assert "(coarse): Nicolaides(omega=[0.6667])" in repr(bound)
     assert isinstance(RAS(coarse="linear").coarse, Linear)
     with pytest.raises(ValueError, match=r"coarse: expected None, a CoarseSpace or one of "
-                                         r"\['linear', 'nicolaides', 'smoothed', 'smoothed "
+                                         r"\['linear', 'nicolaides', 'quadratic', 'smoothed', 'smoothed "
                                          r"linear'\], got 'geneo'"):
         RAS(p, coarse="geneo")
     with pytest.raises(ValueError, match=r"coarse: this RAS has no coarse level"):

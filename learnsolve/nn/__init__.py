@@ -12,13 +12,13 @@
   :func:`split_masks`, :func:`load_planetoid`: graphs without a download.
 """
 from .datasets import GraphData, random_graph, split_masks, stochastic_block_model
-from .coarse import CoarseNet
+from .coarse import CoarseNet, EnrichmentNet
 from .factor_net import FactorNet
 from .gcn import GCN, GCNConv, gcn_norm
 from .interface import InterfaceNet, MessagePassing
 from .planetoid import load_planetoid
 from .training import NodeClassificationHistory, accuracy, train_node_classifier
 
-__all__ = ["CoarseNet", "FactorNet", "GCNConv", "GCN", "gcn_norm", "InterfaceNet", "MessagePassing", "GraphData", "random_graph", "split_masks",
+__all__ = ["CoarseNet", "EnrichmentNet", "FactorNet", "GCNConv", "GCN", "gcn_norm", "InterfaceNet", "MessagePassing", "GraphData", "random_graph", "split_masks",
            "stochastic_block_model", "load_planetoid", "NodeClassificationHistory",
            "accuracy", "train_node_classifier"]

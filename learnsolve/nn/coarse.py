@@ -32,10 +32,10 @@ from torch import nn
 from ..core.csr import CSRMatrix
 from ..problems.decomposition import Partition
 from ..core.validation import check_count
-from ..solvers.coarse import Linear
+from ..solvers.coarse import Linear, Quadratic
 from .interface import MessagePassing, _graph, _mlp, scaled_matrix
 
-__all__ = ["CoarseNet"]
+__all__ = ["CoarseNet", "EnrichmentNet"]
 
 
 class CoarseNet(Linear):
@@ -78,12 +78,17 @@ class CoarseNet(Linear):
         self.encode_node = _mlp(self.dimensions + 2, hidden, hidden)
         self.encode_edge = _mlp(1, hidden, hidden)
         self.rounds = nn.ModuleList(MessagePassing(hidden) for _ in range(layers))
-        self.decode = _mlp(hidden, hidden, self.dimensions + 1)
-        self.alpha = nn.Parameter(torch.zeros(self.dimensions + 1))
+        self.decode = _mlp(hidden, hidden, self.outputs(self.dimensions))
+        self.alpha = nn.Parameter(torch.zeros(self.outputs(self.dimensions)))
+
+    @staticmethod
+    def outputs(dimensions: int) -> int:
+        """The network's values per node: one per kind of column it corrects."""
+        return dimensions + 1
 
     def correction(self, A: CSRMatrix, partition: Partition, coordinates: torch.Tensor
                    ) -> torch.Tensor:
-        """``G``: the network's ``(n, 1 + d)`` output, in ``(-1, 1)``."""
+        """``G``: the network's ``(n, outputs)`` output, in ``(-1, 1)``."""
         Z, kinds = self.linear_basis(A, partition, coordinates)
         return self._correction(A, partition, coordinates, Z, kinds[Z.col_indices])
 
@@ -123,3 +128,54 @@ class CoarseNet(Linear):
     def extra_repr(self) -> str:
         alpha = [round(float(a), 4) for a in self.alpha.detach()]
         return ", ".join(filter(None, [f"alpha={alpha}", super().extra_repr()]))
+
+
+class EnrichmentNet(CoarseNet):
+    """A learned enrichment of the linear coarse space: use it as ``RAS(coarse=...)``.
+
+    The basis is the linear space's columns, kept as they are, and on each core
+    ``d (d + 1) / 2`` more columns (3 in 2D),
+
+        E = project(monomials + G diag(alpha)),
+
+    the quadratic functions of :class:`~learnsolve.solvers.coarse.Quadratic`
+    corrected by the network's output ``G`` (the features and message passing of
+    :class:`CoarseNet`), with one weight ``alpha`` per column that starts at 0,
+    then made independent of the core's constant and linear functions and scaled
+    to a unit root mean square on it
+    (:meth:`~learnsolve.solvers.coarse.Enrichment.project`).
+
+    Unlike :class:`CoarseNet`, which corrects the indicators and the linear
+    functions themselves (and so can lose the global constant and linear modes
+    that keep the iterations flat in the number of subdomains), the learned part
+    only *adds* to the linear space: with PCG (the balanced variant) the
+    effective condition number stays at most the linear space's whatever the
+    network outputs, and an untrained network *is* the classical quadratic space.
+
+    Parameters
+    ----------
+    hidden, layers, steps, omega, learnable_omega, dimensions
+        As for :class:`CoarseNet`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from learnsolve.nn import EnrichmentNet
+    >>> from learnsolve.problems import poisson_2d
+    >>> from learnsolve.solvers import RAS
+    >>> p = poisson_2d(8, dtype=torch.float64).with_partition(4, overlap=1)
+    >>> net = EnrichmentNet(hidden=8, layers=1).double()
+    >>> learned, classical = RAS(p, coarse=net), RAS(p, coarse="quadratic")
+    >>> torch.equal(learned.coarse_basis(p.A).to_dense(), classical.coarse_basis(p.A).to_dense())
+    True
+    """
+
+    @staticmethod
+    def outputs(dimensions: int) -> int:
+        return dimensions * (dimensions + 1) // 2
+
+    def raw_basis(self, A, partition, coordinates):
+        layout = Quadratic.enrichment(A, partition, coordinates)
+        Z = layout.linear
+        G = self._correction(A, partition, coordinates, Z, layout.kinds[Z.col_indices])
+        return layout.basis(layout.monomials + (G * self.alpha).to(A.dtype))
