@@ -1,17 +1,22 @@
 """Two-level Schwarz on held-out meshes: coarse spaces, classical and learned.
 
-Trains :class:`~learnsolve.nn.CoarseNet` (the linear coarse space plus a learned,
-zero-started correction) on ``random_schwarz_problem`` meshes of at most 2,000
-nodes (``--train`` problems, Adam, ``--epochs`` epochs), for PCG with
+Trains a learned coarse space on ``random_schwarz_problem`` meshes of at most
+2,000 nodes (``--train`` problems, Adam, ``--epochs`` epochs): with ``--learned
+enrichment`` (the default) :class:`~learnsolve.nn.EnrichmentNet` (the linear
+space kept, plus three columns a core that start as the classical quadratic
+ones and are corrected by a network), with ``--learned correction``
+:class:`~learnsolve.nn.CoarseNet` (the linear space's own columns corrected);
+for PCG with
 :func:`~learnsolve.solvers.pcg_loss` and for GMRES with
 :func:`~learnsolve.solvers.gmres_loss`, from ``--seeds`` network seeds, guarded:
 the trainer keeps the epoch with the least loss on three validation meshes (other
-seeds, at most 2,000 nodes, 25 to 40 nodes per subdomain), the start (the linear
-space) included, so a training never ends worse than its classical start there. Then, on
+seeds, at most 2,000 nodes, 25 to 40 nodes per subdomain), the start (the
+classical space the network starts as) included, so a training never ends worse
+than its classical start there. Then, on
 held-out meshes of other shapes and sizes (3,000 to ~50,000 nodes, ~100 nodes per
 subdomain: 30 to ~500 subdomains, none seen in training), it compares one-level
 RAS and the coarse spaces ``nicolaides`` (the classical two-level method),
-``smoothed``, ``linear`` and the learned ones:
+``smoothed``, ``linear``, ``quadratic`` and the learned ones:
 
 * PCG iterations (the balanced two-level variant) and GMRES(30) iterations (the
   multiplicative restricted variant) to a relative residual of 1e-6, one seeded
@@ -21,8 +26,9 @@ RAS and the coarse spaces ``nicolaides`` (the classical two-level method),
 * the convergence factor of the stationary iteration (power iteration), for the
   two-level methods: a factor of 1 or more is a divergence;
 * the ratio of each two-level method's iterations to the Nicolaides space's,
-  median and worst over the meshes, and the scaling of the iterations from the
-  fewest to the most subdomains.
+  and of each learned one's to its classical start's, median and worst over the
+  meshes, and the scaling of the iterations from the fewest to the most
+  subdomains.
 
     python bench/dd_two_level.py --markdown bench/results/dd-two-level-cpu.md
     python bench/dd_two_level.py --quick          # smoke test
@@ -43,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ops import machine_info, markdown_table, text_table  # noqa: E402
 
 from learnsolve import Trainer  # noqa: E402
-from learnsolve.nn import CoarseNet  # noqa: E402
+from learnsolve.nn import CoarseNet, EnrichmentNet  # noqa: E402
 from learnsolve.problems import (ProblemSet, disk, fem_problem, l_shape, mesh_size,  # noqa: E402
                                  random_polygon, random_schwarz_problem, rectangle,
                                  square_with_holes)
@@ -51,7 +57,9 @@ from learnsolve.solvers import GMRES, PCG, RAS, RobinInterface, best_robin  # no
 
 F64 = torch.float64
 NODES_PER_SUBDOMAIN = 100
-CLASSICAL = ("nicolaides", "smoothed", "linear")
+CLASSICAL = ("nicolaides", "smoothed", "linear", "quadratic")
+#: The learned coarse spaces: the network and the classical space it starts as.
+LEARNED = {"enrichment": (EnrichmentNet, "quadratic"), "correction": (CoarseNet, "linear")}
 
 
 def held_out(quick: bool) -> list:
@@ -82,13 +90,14 @@ def held_out(quick: bool) -> list:
     return problems
 
 
-def train(solver: str, seed: int, problems, validation, epochs: int
+def train(kind: str, solver: str, seed: int, problems, validation, epochs: int
           ) -> tuple[CoarseNet, float, int]:
-    """A CoarseNet trained for ``solver``, guarded: the epoch with the least loss on the
-    ``validation`` meshes is kept, the start (the linear space: the correction starts
-    at zero) included. Returns (net, seconds, kept epoch: -1 for the start)."""
+    """A learned coarse space of ``kind`` (:data:`LEARNED`) trained for ``solver``,
+    guarded: the epoch with the least loss on the ``validation`` meshes is kept, the
+    start (its classical space: the correction starts at zero) included. Returns
+    (net, seconds, kept epoch: -1 for the start)."""
     torch.manual_seed(seed)
-    net = CoarseNet(hidden=16, layers=2).double()
+    net = LEARNED[kind][0](hidden=16, layers=2).double()
     model = (PCG if solver == "pcg" else GMRES)(M=RAS(coarse=net))
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -115,6 +124,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--train", type=int, default=12, help="training problems")
+    parser.add_argument("--learned", choices=sorted(LEARNED), default="enrichment",
+                        help="the learned coarse space (default: enrichment)")
     parser.add_argument("--factor-iterations", type=int, default=100)
     parser.add_argument("--markdown", metavar="PATH")
     args = parser.parse_args(argv)
@@ -134,12 +145,13 @@ def main(argv=None) -> dict:
     for solver in ("pcg", "gmres"):
         for seed in range(seeds):
             learned[solver, seed], seconds, kept[solver, seed] = train(
-                solver, seed, training, validation, epochs)
+                args.learned, solver, seed, training, validation, epochs)
             times.append(seconds)
     alpha, _ = best_robin(list(training), np.linspace(0.0, 0.9, 4 if args.quick else 10),
                           coarse="linear")
     robin = f"Robin {alpha:.2f} + linear"
     problems = held_out(args.quick)
+    net_name, start = LEARNED[args.learned][0].__name__, LEARNED[args.learned][1]
     seeded = {f"learned (seed {s})": s for s in range(seeds)}
     methods = ["one-level", *CLASSICAL, robin, *seeded]
 
@@ -158,7 +170,7 @@ def main(argv=None) -> dict:
             for method in methods:
                 counts[solver][problem.name, method] = iterations(solver, problem,
                                                                   *coarse_of(method, solver))
-        for method in ["nicolaides", "linear", *seeded]:
+        for method in ["nicolaides", "linear", "quadratic", *seeded]:
             factors[problem.name, method] = RAS(
                 problem, coarse=coarse_of(method, "gmres")[0]).convergence_factor(
                 problem.A, iterations=args.factor_iterations)
@@ -177,6 +189,12 @@ def main(argv=None) -> dict:
             summary.append(f"{solver.upper()}, {method} / nicolaides: median "
                            f"{np.median(ratios):.2f}, worst {max(ratios):.2f}"
                            + (f", {missing} not converged" if missing else ""))
+        for method in seeded:
+            ratios = [counts[solver][p.name, method] / counts[solver][p.name, start]
+                      for p in problems if counts[solver][p.name, method] is not None]
+            summary.append(f"{solver.upper()}, {method} / {start} (its start): median "
+                           f"{np.median(ratios):.2f}, best {min(ratios):.2f}, worst "
+                           f"{max(ratios):.2f}")
     by_parts = sorted(problems, key=lambda p: p.partition.num_parts)
     few, many = by_parts[0], by_parts[-1]
     for solver in ("pcg", "gmres"):
@@ -191,14 +209,14 @@ def main(argv=None) -> dict:
                    f"{worst[0][0]}); divergent: "
                    f"{sum(f >= 1 for f in factors.values())} of {len(factors)}")
     intro = [f"training: {len(training)} random_schwarz_problem meshes, N = {min(sizes)}.."
-             f"{max(sizes)}, {floating} floating subdomains in all; CoarseNet(hidden=16, "
+             f"{max(sizes)}, {floating} floating subdomains in all; {net_name}(hidden=16, "
              f"layers=2), Adam lr 1e-2, {epochs} epochs, {seeds} seed(s) per solver, "
              f"{np.mean(times):.0f} s a training",
              f"guard: the epoch with the least loss on {len(validation)} validation meshes "
              f"(N = {min(p.num_nodes for p in validation)}..{max(p.num_nodes for p in validation)}"
              f", {min(p.partition.num_parts for p in validation)}.."
              f"{max(p.partition.num_parts for p in validation)} subdomains) is kept, the start "
-             f"(the linear space) included; kept epoch per solver and seed: "
+             f"(the {start} space) included; kept epoch per solver and seed: "
              + ", ".join(f"{solver.upper()} seed {seed}: "
                          + ("the start" if epoch == -1 else str(epoch))
                          for (solver, seed), epoch in kept.items())]

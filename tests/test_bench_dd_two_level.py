@@ -15,10 +15,12 @@ def test_two_level_benchmark_reports(tmp_path):
     assert text.count("nodes |") == 3                               # one row per mesh
     for solver in ("pcg", "gmres"):
         counts = report["counts"][solver]
-        assert len(counts) == 3 * 6 and all(v is not None for v in counts.values())
+        assert len(counts) == 3 * 7 and all(v is not None for v in counts.values())
         for (mesh, method), value in counts.items():              # two levels beat one
             if method != "one-level":
                 assert value < counts[mesh, "one-level"], (mesh, method)
     assert all(factor < 1 for factor in report["factors"].values())
     assert any(line.startswith("GMRES, linear / nicolaides: median") for line in
                report["summary"])
+    assert any(line.startswith("PCG, learned (seed 0) / quadratic (its start): median") for line
+               in report["summary"])
