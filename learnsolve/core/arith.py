@@ -207,6 +207,8 @@ def diagonal(A: CSRMatrix, k: int = 0) -> torch.Tensor:
     m, n = A.shape
     k = V.check_int(k, "k")
     length = max(0, min(m, n - k) if k >= 0 else min(m + k, n))
+    if torch.compiler.is_compiling():
+        return _summed_diagonal(A, k, length)
 
     def locate():       # which stored entries, and where on the diagonal: once a pattern
         row = A.row_indices()
@@ -214,6 +216,19 @@ def diagonal(A: CSRMatrix, k: int = 0) -> torch.Tensor:
         return index, (row[index] if k >= 0 else row[index] + k)
     index, position = A.pattern.cached(("diagonal_entries", k), locate)
     return A.values.new_zeros(length).index_put((position,), A.values[index])
+
+
+def _summed_diagonal(A: CSRMatrix, k: int, length: int) -> torch.Tensor:
+    """:func:`diagonal` for a compiled graph: every stored entry summed into its place
+    on the diagonal, those off it as zeros. O(nnz) where the gather is O(length),
+    but with no size known only from the data (where the entries lie: the gather's
+    torch.nonzero, which a graph cannot hold)."""
+    if length == 0:
+        return A.values.new_zeros(0)
+    row = A.row_indices()
+    on = A.col_indices - row == k
+    position = (row if k >= 0 else row + k).clamp(0, length - 1)
+    return A.values.new_zeros(length).index_add(0, position, torch.where(on, A.values, 0.0))
 
 
 def triangle(A: CSRMatrix, k: int, lower: bool) -> CSRMatrix:

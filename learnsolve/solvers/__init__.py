@@ -26,7 +26,8 @@ a learned :class:`~learnsolve.nn.InterfaceNet`, trained with :func:`ras_loss`
 for nonsymmetric preconditioners.
 """
 from .amg import AMG
-from .base import IterativeSolver, Preconditioner, PreconditionerOperator, Solution
+from .base import (DeferredSolution, IterativeSolver, Preconditioner, PreconditionerOperator,
+                   Solution)
 from .cg import PCG, check_spd, pcg_loss
 from .gmres import GMRES, gmres_loss
 from .factor import LowerFactor
@@ -38,7 +39,7 @@ from .neural import NeuralFactor
 from .schwarz import RAS, RobinInterface, Subdomains, best_robin, ras_loss
 from .spai import SPAI, ClassicalSPAI, spai_classical, spai_loss
 
-__all__ = ["AMG", "ClassicalSPAI", "GMRES", "Heavyball", "IncompleteCholesky", "IncompleteFactor",
+__all__ = ["AMG", "ClassicalSPAI", "DeferredSolution", "GMRES", "Heavyball", "IncompleteCholesky", "IncompleteFactor",
            "IncompleteLU", "IterativeSolver", "Jacobi",
            "LowerFactor", "NeuralFactor", "PCG", "Preconditioner", "PreconditionerOperator", "RAS", "RobinInterface", "SPAI", "Solution",
            "Subdomains", "best_robin", "check_spd", "gmres_loss", "heavyball_loss", "inverse_loss", "jacobi_loss", "low_frequency_loss",

@@ -18,8 +18,8 @@ from ..core.csr import CSRMatrix
 from ..linalg._checks import check_rhs
 from .operators import Apply, Operator, SystemMatrix, as_operator
 
-__all__ = ["Solution", "Preconditioner", "PreconditionerOperator", "IterativeSolver",
-           "Operator", "as_operator", "as_preconditioner", "preconditioner_of",
+__all__ = ["Solution", "DeferredSolution", "Preconditioner", "PreconditionerOperator",
+           "IterativeSolver", "Operator", "as_operator", "as_preconditioner", "preconditioner_of",
            "NotAPreconditioner", "check_system", "matrix_of", "MatrixCache", "STATUSES",
            "Apply", "SystemMatrix", "bind_to_problem", "blocks_of", "check_history_weights",
            "weighted_residuals"]
@@ -43,7 +43,9 @@ class Solution:
         not a solution, and nothing pretends it is: check :attr:`converged`.
     residuals : Tensor
         ``||r_i||_2`` for ``i = 0 .. iterations``: shape ``(iterations + 1,)``,
-        or ``(iterations + 1, k)`` for ``k`` right-hand sides. ``r_i`` is the
+        or ``(iterations + 1, k)`` for ``k`` right-hand sides (a
+        :class:`DeferredSolution` of a fixed number of iterations: one row more
+        than those run, the last residual held after ``iterations``). ``r_i`` is the
         residual ``b - A x_i`` as the solver computes it: directly for the
         stationary iterations, by CG's recurrence for PCG (equal to
         rounding). Differentiable where the solver's mode of differentiation
@@ -83,6 +85,79 @@ class Solution:
         worst = float(last.max()) if last.numel() else 0.0
         return (f"Solution(status={self.status!r}, iterations={self.iterations}, "
                 f"relative_residual={worst:.3e})")
+
+
+class DeferredSolution(Solution):
+    """A :class:`Solution` whose ``iterations``, ``status`` and ``message`` stay on the
+    device until first read.
+
+    What a solve that reads nothing on the host returns (:class:`~learnsolve.solvers.PCG`
+    with ``fixed_iterations=True``, and under :func:`torch.compile`): its outcome
+    is a tensor, :attr:`summary`, decoded by the solver's ``read`` on the first read
+    of one of the three (one read on the host, a synchronisation with the device;
+    then kept). Their values are those the solve that reads on the host reports.
+    Inside a compiled function such a read is a data-dependent branch (a graph
+    break; an error with ``fullgraph=True``): read them from what the compiled
+    function returns. :attr:`~Solution.converged`, ``repr`` and
+    :func:`dataclasses.replace` read them too. A fixed-iteration solve runs more
+    iterations than it reports when it stops early (the iterations that would
+    be run after it change nothing): :attr:`~Solution.residuals` then has a
+    row per iteration run, the last residual held after ``iterations``.
+
+    Attributes
+    ----------
+    summary : Tensor or None
+        The outcome as the solver encodes it (None for one made with the
+        outcome known, as :func:`dataclasses.replace` makes it).
+    read : callable or None
+        ``read(solution) -> (iterations, status, message)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from learnsolve.problems import poisson_2d
+    >>> from learnsolve.solvers import PCG
+    >>> A = poisson_2d(8, dtype=torch.float64).A
+    >>> b = torch.ones(64, dtype=torch.float64)
+    >>> solution = PCG(maxiter=30, rtol=1e-10, fixed_iterations=True)(A, b)
+    >>> type(solution).__name__, solution.residuals.shape     # 30 iterations run
+    ('DeferredSolution', torch.Size([31]))
+    >>> solution.status, solution.iterations                  # read now: as without it
+    ('converged', 10)
+    """
+
+    def __init__(self, x: torch.Tensor, residuals: torch.Tensor, b_norm: torch.Tensor,
+                 iterations: int, status: str, message: str = ""):
+        self.x, self.residuals, self.b_norm = x, residuals, b_norm
+        self._outcome = (iterations, status, message)
+        self.summary = self.read = None
+
+    @classmethod
+    def pending(cls, x: torch.Tensor, residuals: torch.Tensor, b_norm: torch.Tensor,
+                summary: torch.Tensor, read) -> "DeferredSolution":
+        """The solution with its outcome still on the device: ``summary``, decoded by
+        ``read(solution)`` when first asked for."""
+        solution = cls(x, residuals, b_norm, 0, "")
+        solution._outcome, solution.summary, solution.read = None, summary, read
+        return solution
+
+    def outcome(self) -> tuple[int, str, str]:
+        """``(iterations, status, message)``, read on the host the first time."""
+        if self._outcome is None:
+            self._outcome = self.read(self)
+        return self._outcome
+
+    @property
+    def iterations(self) -> int:
+        return self.outcome()[0]
+
+    @property
+    def status(self) -> str:
+        return self.outcome()[1]
+
+    @property
+    def message(self) -> str:
+        return self.outcome()[2]
 
 
 def check_system(A: SystemMatrix, b, x0=None, *, matrix_free: bool = False,
@@ -152,10 +227,14 @@ def weighted_residuals(solution: Solution, iterations: int, gamma: float, name: 
     A solve that stopped before ``N`` steps (a column at exactly zero residual, a
     breakdown or a divergence) has its history completed with its last residual,
     so that the loss stays defined; a RuntimeWarning names ``name`` unless the solve
-    converged.
+    converged. A :class:`DeferredSolution`'s history has its ``N`` steps, frozen
+    after such a stop (the same residuals), with no warning: it would read on the
+    host.
     """
     relative = solution.relative_residuals
-    missing = iterations - solution.iterations
+    # The steps run from the history's length (iterations + 1 rows), not from
+    # solution.iterations: a DeferredSolution's is read on the host.
+    missing = iterations - (relative.shape[0] - 1)
     if missing and solution.status != "converged":
         warnings.warn(f"{name}: the solve stopped early ({solution.message}); the remaining "
                       f"{missing} residuals are held at the last one", RuntimeWarning,
@@ -192,6 +271,11 @@ class PreconditionerOperator:
         cannot (``transpose()`` then raises NotImplementedError).
     name : str
         What the preconditioner is, for messages.
+    diagonal : Tensor, optional
+        ``d`` where ``M r = d ∘ r`` (``(n,)``, in ``M``'s dtype and on its
+        device; such an ``M`` is symmetric), else None: what lets PCG run an
+        iteration as one native call (its lean path, on the CPU). It must
+        agree with ``apply``.
 
     Attributes
     ----------
@@ -215,25 +299,27 @@ class PreconditionerOperator:
     """
 
     __slots__ = ("_apply", "_transpose", "shape", "dtype", "device", "symmetric", "name",
-                 "message")
+                 "diagonal", "message")
 
     def __init__(self, apply: Apply, shape: tuple[int, int], dtype: torch.dtype,
                  device: torch.device, *, symmetric: bool = False,
-                 transpose: Apply | None = None, name: str = "M"):
+                 transpose: Apply | None = None, name: str = "M",
+                 diagonal: torch.Tensor | None = None):
         self._apply = apply
         self._transpose = transpose
         self.shape = (int(shape[0]), int(shape[1]))
         self.dtype, self.device = dtype, torch.device(device)
         self.symmetric = bool(symmetric)
         self.name = name
+        self.diagonal = diagonal
         self.message = ""
 
     @classmethod
     def like(cls, A, apply: Apply, *, symmetric: bool = False, transpose: Apply | None = None,
-             name: str = "M") -> "PreconditionerOperator":
+             name: str = "M", diagonal: torch.Tensor | None = None) -> "PreconditionerOperator":
         """The operator ``apply`` for a matrix ``A`` (its shape, dtype and device)."""
         return cls(apply, A.shape, A.dtype, A.device, symmetric=symmetric, transpose=transpose,
-                   name=name)
+                   name=name, diagonal=diagonal)
 
     def apply(self, r: torch.Tensor) -> torch.Tensor:
         """``M r``."""

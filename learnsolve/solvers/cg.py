@@ -17,6 +17,7 @@ from .base import (IterativeSolver, Operator, Solution, SystemMatrix,
                    check_system,
                    host_values, matrix_of, reported, residual_norm, status_of,
                    weighted_residuals)
+from ._cg_fixed import FixedIterations, breakdown_message, describe
 from ._cg_lean import LeanIterations, masked_ratio
 from .implicit import check_implicit, implicit_solve
 
@@ -85,7 +86,7 @@ def _segment_lengths(maxiter: int, segments: int | None) -> Callable[[int], int]
     return lambda k: length
 
 
-class _Run(LeanIterations):
+class _Run(LeanIterations, FixedIterations):
     """One PCG solve.
 
     An iteration is four steps: curvature (``Ap``, ``p^T A p``), update (``x``,
@@ -95,14 +96,16 @@ class _Run(LeanIterations):
     records how many steps each segment ran and which columns were active, so
     that a checkpointed segment recomputed in the backward replays exactly the
     same steps, without its checks (they would sync) or the callback. Where it
-    does not, the lean path runs them (:meth:`lean`).
+    does not, the lean path runs them (:meth:`lean`). With ``fixed``, the
+    fixed-iteration path runs instead, whether it records or not
+    (:meth:`solve_fixed`: no read on the host).
     """
 
     def __init__(self, A: CSRMatrix | Operator, apply_M, maxiter: int, rtol: float, atol: float,
                  callback=None, segment_length: Callable[[int], int] | None = None,
-                 blocks: _Blocks | None = None):
+                 blocks: _Blocks | None = None, fixed: bool = False):
         self.A, self.apply_M, self.maxiter = A, apply_M, maxiter
-        self.blocks = blocks
+        self.blocks, self.fixed = blocks, fixed
         self.rtol, self.atol, self.callback = rtol, atol, callback
         # The iterations of segment k (one segment of all of them when not checkpointed).
         self.checkpointed = segment_length is not None
@@ -136,6 +139,8 @@ class _Run(LeanIterations):
         return scalar if self.blocks is None else self.blocks.expand(scalar)
 
     def solve(self, b: torch.Tensor, x0: torch.Tensor | None) -> Solution:
+        if self.fixed:
+            return self.solve_fixed(b, x0)
         A = self.A
         x = torch.zeros_like(b) if x0 is None else x0.clone()
         r = b if x0 is None else b - A @ x0
@@ -269,25 +274,14 @@ class _Run(LeanIterations):
         if not any(bad):
             return False
         self.status = "breakdown"
-        where = bad.index(True)
-        column = (f" in block {where // (self.columns or 1)}" if self.blocks is not None else
-                  "" if self.columns is None else f" in column {where}")
-        culprit = "A" if quantity == "p^T A p" else "the preconditioner M"
-        self.message = (f"breakdown after {self.iterations} iterations: {quantity} <= 0{column}, "
-                        f"{culprit} is not positive definite; x is the last iterate before it")
+        self.message = breakdown_message(self.iterations, quantity, bad.index(True),
+                                         self.columns, self.blocks is not None)
         return True
 
     def describe(self, last: torch.Tensor, b_norm: torch.Tensor) -> str:
         if self.status == "breakdown":
             return self.message
-        if self.status == "converged":
-            return f"converged in {self.iterations} iterations"
-        if self.status == "diverged":
-            return (f"diverged at iteration {self.iterations} (residual not finite or 1e8 times "
-                    f"the initial one)")
-        relative = last.detach() / torch.where(b_norm > 0, b_norm, 1.0).detach()
-        return (f"not converged after maxiter = {self.maxiter} iterations (largest relative "
-                f"residual {float(relative.max()):.3e})")
+        return describe(self.status, self.iterations, self.maxiter, last, b_norm)
 
 
 class PCG(IterativeSolver):
@@ -335,6 +329,10 @@ class PCG(IterativeSolver):
         an indefinite one shows as a ``"breakdown"``).
     callback : callable, optional
         ``callback(x)`` after each iteration, with the detached iterate.
+    fixed_iterations : bool
+        Run exactly ``maxiter`` iterations with no read on the host (no
+        synchronisation with a device), as under :func:`torch.compile`
+        always (Notes).
 
     Notes
     -----
@@ -393,6 +391,31 @@ class PCG(IterativeSolver):
     ``A`` (none of its products is wasted), makes the blocks one iteration
     long; the callback gets a copy of ``x``.
 
+    With ``fixed_iterations=True``, and always under :func:`torch.compile`
+    (``fullgraph=True`` traces it: a graph cannot hold the reads of the paths
+    above), a solve runs exactly ``maxiter`` iterations and reads nothing on
+    the host. What the paths above decide there (a column has converged, a
+    breakdown, a divergence, the end of the solve) is computed as tensors, and
+    what they would no longer update is frozen by masks: ``x`` is the iterate
+    they stop at, to rounding, with their gradients, ``Solution.residuals``
+    has ``maxiter + 1`` rows, the last residual held after the iteration they
+    stop at, and a breakdown or divergence ends the solve as there, without
+    an exception. The Solution is a
+    :class:`~learnsolve.solvers.base.DeferredSolution`: its ``iterations``,
+    ``status`` and ``message``, those of the paths above, are read on the host
+    when first asked for (outside the compiled function). The work is that of
+    ``maxiter`` iterations whatever the tolerance; compiled, they are unrolled
+    into the graph, so compile time grows with ``maxiter`` (give one: the
+    default unrolls ``10 n``). Refused (ValueError): ``differentiation=
+    "implicit"`` (its backward checks the adjoint solve on the host) and a
+    callback. Not checked under :func:`torch.compile`, where the checks
+    would read on the host: ``A`` by :func:`check_spd` (whatever
+    ``check_spd``; an indefinite A shows as status ``"breakdown"``) and
+    :class:`Jacobi`'s diagonal for zeros (they give ``"diverged"``). What
+    the products cache on ``A``'s pattern (its transpose, for the gradient)
+    is best computed by a first solve outside the compiled function (see
+    :class:`~learnsolve.CSRMatrix`).
+
     Examples
     --------
     >>> import torch
@@ -409,11 +432,21 @@ class PCG(IterativeSolver):
     10
     >>> PCG(rtol=1e-10)(lambda x: A @ x, b).iterations      # matrix-free
     10
+
+    Compiled (seconds of tracing, skipped here), 20 iterations in one graph,
+    frozen after the 10th:
+
+    >>> pcg = PCG(maxiter=20, rtol=1e-10)
+    >>> compiled = torch.compile(lambda A, b: pcg(A, b), fullgraph=True)
+    >>> solution = compiled(A, b)                           # doctest: +SKIP
+    >>> solution.residuals.shape, solution.status, solution.iterations  # doctest: +SKIP
+    (torch.Size([21]), 'converged', 10)
     """
 
     def __init__(self, M=None, maxiter: int | None = None, rtol: float = 1e-5,
                  atol: float = 0.0, *, differentiation: str = "unrolled",
-                 checkpoint_segments: int | None = None, check_spd: bool = True, callback=None):
+                 checkpoint_segments: int | None = None, check_spd: bool = True, callback=None,
+                 fixed_iterations: bool = False):
         super().__init__(0 if maxiter is None else maxiter, rtol, atol, callback)
         self.maxiter = None if maxiter is None else self.maxiter
         if differentiation not in DIFFERENTIATION:
@@ -432,6 +465,21 @@ class PCG(IterativeSolver):
         self.differentiation = differentiation
         self.checkpoint_segments = checkpoint_segments
         self.check_spd = check_bool(check_spd, "check_spd")
+        self.fixed_iterations = check_bool(fixed_iterations, "fixed_iterations")
+        if self.fixed_iterations:
+            self._check_fixed("fixed_iterations=True")
+
+    def _check_fixed(self, why: str) -> None:
+        """ValueError for the settings the fixed-iteration path (``why``: what asks for
+        it) cannot run: implicit differentiation (its backward checks the adjoint solve
+        on the host) and a callback (it would see every iterate, frozen or not)."""
+        if self.differentiation == "implicit":
+            raise ValueError(f"differentiation: expected 'unrolled' or 'checkpoint' with {why}, "
+                             f"got 'implicit' (its backward reads the adjoint solve's status "
+                             f"on the host)")
+        if self.callback is not None:
+            raise ValueError(f"callback: expected None with {why} (the iterations read "
+                             f"nothing on the host)")
 
     def forward(self, A: SystemMatrix, b: torch.Tensor, x0: torch.Tensor | None = None, *,
                 blocks=None) -> Solution:
@@ -446,7 +494,10 @@ class PCG(IterativeSolver):
         and column of ``b`` (block-major)."""
         A, b, x0 = check_system(A, b, x0, matrix_free=True, symmetric=True)
         matrix_free = not isinstance(A, CSRMatrix)
-        if self.check_spd and not matrix_free:
+        compiling = torch.compiler.is_compiling()
+        if compiling:
+            self._check_fixed("torch.compile")
+        if self.check_spd and not matrix_free and not compiling:
             check_spd_cached(A)
         n = A.shape[0]
         blocks = None if blocks is None else _Blocks(blocks, n, b.device)
@@ -457,7 +508,8 @@ class PCG(IterativeSolver):
             if self.differentiation == "checkpoint" and torch.is_grad_enabled():
                 segment = _segment_lengths(maxiter, self.checkpoint_segments)
             apply_M = as_preconditioner(self.M, A, symmetric=True)
-            run = _Run(A, apply_M, *settings, self.callback, segment, blocks)
+            run = _Run(A, apply_M, *settings, self.callback, segment, blocks,
+                       fixed=self.fixed_iterations or compiling)
             return reported(run.solve(b, x0), apply_M)
         check_implicit(self.M, A)
         with torch.no_grad():
@@ -474,8 +526,9 @@ class PCG(IterativeSolver):
 
     def extra_repr(self) -> str:
         maxiter = "10n" if self.maxiter is None else self.maxiter
+        fixed = ", fixed_iterations=True" if self.fixed_iterations else ""
         return (f"maxiter={maxiter}, rtol={self.rtol:g}, atol={self.atol:g}, "
-                f"differentiation={self.differentiation!r}")
+                f"differentiation={self.differentiation!r}{fixed}")
 
 
 def pcg_loss(model: PCG, problem, B: torch.Tensor, *, iterations: int = 4,
@@ -523,6 +576,9 @@ def pcg_loss(model: PCG, problem, B: torch.Tensor, *, iterations: int = 4,
     the later residuals are 0; a breakdown, e.g. an indefinite learned M, or a
     divergence: the last residual is held, with a RuntimeWarning), the
     history is completed with its last residual, so the loss stays defined.
+    With fixed iterations (``model.fixed_iterations``, and under
+    :func:`torch.compile`: see :class:`PCG`) the frozen iterations hold it:
+    the same loss, without the warning (it would read on the host).
 
     Examples
     --------
@@ -549,6 +605,6 @@ def pcg_loss(model: PCG, problem, B: torch.Tensor, *, iterations: int = 4,
     solver = PCG(bind_to_problem(model.M, problem), int(iterations), 0.0, 0.0,
                  differentiation=model.differentiation,
                  checkpoint_segments=model.checkpoint_segments, check_spd=model.check_spd,
-                 callback=model.callback)
+                 callback=model.callback, fixed_iterations=model.fixed_iterations)
     solution = solver(matrix_of(problem), B, blocks=blocks_of(problem))
     return weighted_residuals(solution, iterations, gamma, "pcg_loss")

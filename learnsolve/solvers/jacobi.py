@@ -48,6 +48,10 @@ class Jacobi(IterativeSolver, Preconditioner):
     (through its diagonal too) and ``b``; memory grows with the iterations.
     The default training loss is :func:`jacobi_loss` (eq. 36).
 
+    Under :func:`torch.compile` the diagonal is not checked for zeros (a read
+    on the host): a zero gives an infinite weight, and a PCG solve with it
+    the status ``"diverged"``.
+
     The weights are scale-free: for ``c A`` (``c != 0``) ``D`` becomes
     ``c D``, so ``M(c A) = M(A) / c``; the iterates on ``c A x = b`` are those
     on ``A x = b`` divided by ``c``, with the same residuals, and the same
@@ -113,7 +117,7 @@ class Jacobi(IterativeSolver, Preconditioner):
         scale = self._scaled_inverse_diagonal(A)
         return PreconditionerOperator.like(
             A, lambda r: r * (scale if r.dim() == 1 else scale[:, None]), symmetric=True,
-            name="Jacobi")
+            name="Jacobi", diagonal=scale)
 
     def smooth(self, A: CSRMatrix, b: torch.Tensor, x: torch.Tensor, steps: int = 1
                ) -> torch.Tensor:
