@@ -86,6 +86,15 @@ TORCH_LIBRARY(learnsolve, m) {
   // values, stored together; and the level-of-fill pattern of ILU(k).
   m.def("ilu(Tensor crow, Tensor col, Tensor values) -> Tensor");
   m.def("iluk_symbolic(Tensor crow, Tensor col, int level) -> (Tensor, Tensor)");
+  // One iteration of preconditioned CG on one system, for a square CSR A and
+  // M r = d ∘ r (d None: no preconditioner): q = A p (q: given instead),
+  // alpha = rz / p^T q, x_out = x + alpha p, r_out = r - alpha q, z = d ∘ r_out,
+  // beta = r_out^T z / rz, p_out = z + beta p; dots gets (p^T q, r_out^T r_out)
+  // and, with d, r_out^T z (an output may be its own input: in place). The
+  // fused lean step of PCG (learnsolve/solvers/_cg_lean.py); no gradient.
+  m.def("cg_step(Tensor crow, Tensor col, Tensor values, Tensor x, Tensor r, Tensor p, "
+        "Tensor rz, Tensor? d, Tensor? q, Tensor(a!) x_out, Tensor(b!) r_out, "
+        "Tensor(c!) p_out, Tensor(d!) dots) -> ()");
   // The structure check of index arrays from outside (the one op that does not
   // trust them): int64 [first row whose pointers leave [0, nnz] or decrease,
   // first entry whose column is outside [0, ncols), first entry whose column

@@ -197,6 +197,17 @@ def _factor(lower):
     return F.crow_indices, F.col_indices, F.values
 
 
+def _cg_step(preconditioned: bool, given_q: bool):
+    """One PCG iteration out of place, with M = diag(d) or none, A p computed or given."""
+    A = _m_matrix()
+    x, r, p = (randn(12, seed=seed) for seed in range(3))
+    d = randn(12, seed=3).abs() + 0.5 if preconditioned else None
+    q = A @ p if given_q else None
+    outputs = [torch.empty(12, dtype=torch.float64) for _ in range(3)]
+    dots = torch.empty(3 if preconditioned else 2, dtype=torch.float64)
+    return (A.crow_indices, A.col_indices, A.values, x, r, p, r @ r, d, q, *outputs, dots)
+
+
 def _pattern_of(A, *rest):
     return (A.crow_indices, A.col_indices, *rest)
 
@@ -223,6 +234,7 @@ SAMPLES = {
     "ic0": [lambda: _factor(lower=True)],
     "ilu": [lambda: _factor(lower=False)],
     "iluk_symbolic": [lambda: _pattern_of(_m_matrix(), 1)],
+    "cg_step": [lambda: _cg_step(True, False), lambda: _cg_step(False, True)],
 }
 
 # Float outputs but no autograd formula: ic0 and ilu factor detached values (the
@@ -239,7 +251,10 @@ def test_every_op_has_an_opcheck_sample():
 
 
 def _outputs(name, args):
+    """What an op returns, as a tuple (empty for an op that only writes its arguments)."""
     result = getattr(ops, name)(*args)
+    if result is None:
+        return ()
     return result if isinstance(result, (tuple, list)) else (result,)
 
 

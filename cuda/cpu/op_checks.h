@@ -5,6 +5,8 @@
 // of the first; the index arrays themselves are trusted (see registration.cpp).
 #pragma once
 
+#include <ATen/MemoryOverlap.h>
+
 #include "common.h"
 
 namespace learnsolve {
@@ -176,6 +178,86 @@ inline void check_spgemm_masked(const at::Tensor& crow_m, const at::Tensor& col_
                {{"col_m", &col_m}, {"crow_v", &crow_v}, {"col_v", &col_v},
                 {"values_v", &values_v}, {"crow_w", &crow_w}, {"col_w", &col_w},
                 {"values_w", &values_w}});
+}
+
+// ------------------------------------------------------------------ the fused PCG iteration
+
+// A vector of cg_step: 1-D, contiguous (the passes walk raw pointers), one
+// entry per row of A, in the dtype of A's values.
+inline void check_step_vector(const at::Tensor& values, const at::Tensor& t, const char* name,
+                              int64_t n) {
+  check_same_dtype(values, t, "cg_step", "values", name);
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == n, "cg_step: expected ", name, " of shape (", n,
+              ",) (one entry per row of A), got ", t.sizes());
+  TORCH_CHECK(t.is_contiguous(), "cg_step: expected ", name, " to be contiguous");
+}
+
+using NamedTensor = std::pair<const char*, const at::Tensor*>;
+
+// Fails unless a and b lie apart in memory or, where `same` allows, exactly on
+// each other (an output updated in place).
+inline void check_apart(const NamedTensor& a, const NamedTensor& b, bool same) {
+  const auto status = at::get_overlap_status(*a.second, *b.second);
+  TORCH_CHECK(status == at::MemOverlapStatus::No || (same && status == at::MemOverlapStatus::Full),
+              "cg_step: expected ", a.first, same ? " to be " : " not to overlap ", b.first,
+              same ? " itself or not to overlap it" : "");
+}
+
+// Each output of cg_step may be its own input (in place) and overlap no other
+// vector: the passes read the inputs at the rows they write, and a later pass
+// reads an earlier one's outputs (x_out on p would lose the p that p_out needs).
+// `outputs` pair with the first `inputs` in order (x_out with x, ...); an
+// undefined input (no d, no q) is skipped.
+inline void check_step_overlap(const NamedTensor (&outputs)[3], const NamedTensor (&inputs)[5]) {
+  for (int i = 0; i < 3; ++i) {
+    for (int j = i + 1; j < 3; ++j) check_apart(outputs[i], outputs[j], false);
+    for (int j = 0; j < 5; ++j) {
+      if (inputs[j].second->defined()) check_apart(outputs[i], inputs[j], i == j);
+    }
+  }
+}
+
+// The arguments of cg_step (see registration.cpp): a square CSR A of n rows,
+// the vectors x, r, p (d, q when given) and the outputs x_out, r_out, p_out
+// of shape (n,), rz one value and dots 2 (no d) or 3 of them (any stride),
+// all of A's dtype and on its device.
+inline void check_cg_step(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
+                          const at::Tensor& x, const at::Tensor& r, const at::Tensor& p,
+                          const at::Tensor& rz, const std::optional<at::Tensor>& d,
+                          const std::optional<at::Tensor>& q, const at::Tensor& x_out,
+                          const at::Tensor& r_out, const at::Tensor& p_out,
+                          const at::Tensor& dots) {
+  const char* op = "cg_step";
+  check_index(crow, op, "crow");
+  check_column_index(col, op, "col");
+  check_floating(values, op, "values");
+  TORCH_CHECK(crow.numel() >= 1, op, ": expected crow to have at least one entry");
+  TORCH_CHECK(crow.is_contiguous() && col.is_contiguous() && values.is_contiguous(), op,
+              ": expected contiguous crow, col and values");
+  TORCH_CHECK(values.numel() == col.numel(), op, ": expected values and col of equal length, got ",
+              values.numel(), " and ", col.numel());
+  const int64_t n = crow.numel() - 1;
+  const at::Tensor none;
+  const NamedTensor vectors[] = {{"x", &x}, {"r", &r}, {"p", &p}, {"d", d ? &*d : &none},
+                                 {"q", q ? &*q : &none}};
+  const NamedTensor outputs[] = {{"x_out", &x_out}, {"r_out", &r_out}, {"p_out", &p_out}};
+  for (const auto& [name, t] : vectors) {
+    if (t->defined()) check_step_vector(values, *t, name, n);
+  }
+  for (const auto& [name, t] : outputs) check_step_vector(values, *t, name, n);
+  check_same_dtype(values, rz, op, "values", "rz");
+  TORCH_CHECK(rz.numel() == 1, op, ": expected rz with one element, got ", rz.numel());
+  check_same_dtype(values, dots, op, "values", "dots");
+  const int64_t fields = d ? 3 : 2;
+  TORCH_CHECK(dots.dim() == 1 && dots.size(0) == fields, op, ": expected dots of shape (",
+              fields, ",) (p^T A p, r^T r", d ? ", r^T z" : "", "), got ", dots.sizes());
+  check_device(op, crow.device(), {{"col", &col}, {"values", &values}, {"rz", &rz},
+                                   {"dots", &dots}});
+  for (const auto& [name, t] : vectors) {
+    if (t->defined()) check_device(op, crow.device(), {{name, t}});
+  }
+  for (const auto& [name, t] : outputs) check_device(op, crow.device(), {{name, t}});
+  check_step_overlap(outputs, vectors);
 }
 
 // ------------------------------------------------------------------ triangular solves

@@ -19,7 +19,7 @@ del _C
 
 _lib = torch.ops.learnsolve
 
-__all__ = ["csr_add_values", "csr_check", "csr_merge", "gather_scaled", "ic0", "ilu",
+__all__ = ["cg_step", "csr_add_values", "csr_check", "csr_merge", "gather_scaled", "ic0", "ilu",
            "iluk_symbolic", "sampled_matmul", "scatter_add_scaled", "spgemm_grad_b",
            "spgemm_masked", "spgemm_numeric", "spgemm_symbolic", "spmm", "spmv",
            "spmv_backward", "sptrsv", "sptrsv_analysis", "sptrsv_backward", "transpose"]
@@ -169,3 +169,16 @@ def ilu(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor) -> torch.Te
 def iluk_symbolic(crow: torch.Tensor, col: torch.Tensor, level: int) -> Pair:
     """``(crow, col)``: the level-of-fill pattern of ILU(``level``)."""
     return _lib.iluk_symbolic(crow, col, level)
+
+
+# --------------------------------------------------------------------------- iterations
+
+def cg_step(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, x: torch.Tensor,
+            r: torch.Tensor, p: torch.Tensor, rz: torch.Tensor, d: torch.Tensor | None,
+            q: torch.Tensor | None, x_out: torch.Tensor, r_out: torch.Tensor,
+            p_out: torch.Tensor, dots: torch.Tensor) -> None:
+    """One PCG iteration on one system (``M r = d ∘ r``, or none where ``d`` is None):
+    ``x_out``, ``r_out``, ``p_out`` (each may be its own input) and ``dots = (p^T A p,
+    r^T r[, r^T z])`` of the new residual ``r``. ``q``: ``A p`` where it is known."""
+    # The overload itself: one call of the lean loop, spared the overload resolution.
+    _lib.cg_step.default(crow, col, values, x, r, p, rz, d, q, x_out, r_out, p_out, dots)

@@ -5,7 +5,9 @@
 without a preconditioner, and the convergence checks are made in blocks of
 iterations, one read on the host per block; where a check stops inside a block,
 the iterate it stops at is recomputed from the block's start (see
-:meth:`LeanIterations.lean`).
+:meth:`LeanIterations.lean`). One system with a CSR matrix on the CPU, and no
+preconditioner or a diagonal one, runs each iteration as one native call
+(:meth:`LeanIterations.fused_step`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import math
 
 import torch
 
+from ..core._ops import ops
 from ..core.csr import CSRMatrix
 from .base import DIVERGENCE_FACTOR
 
@@ -41,6 +44,10 @@ class LeanIterations:
     ``status`` and the methods ``precondition``, ``scale``, ``stops``, ``breaks``,
     ``active_columns`` (see ``cg._Run``)."""
 
+    #: The native step's fixed arguments for the solve under way (:meth:`fusable`), set
+    #: by :meth:`lean`; None: the torch ops.
+    fused: tuple | None = None
+
     def lean(self, x, r, p, rz, Ap: torch.Tensor | None, norm: torch.Tensor,
              history: list) -> torch.Tensor:
         """The iterations without a graph: the last iterate; the residual norms are added
@@ -65,6 +72,7 @@ class LeanIterations:
         before) is copied aside, for its replay.
         """
         many = norm.numel() > 1   # several systems: converged ones are frozen
+        self.fused = self.fusable(x)
         self.limit = norm.new_tensor(self.threshold).reshape(norm.shape)
         self.bounds = [DIVERGENCE_FACTOR * max(value, 1e-300) for value in self.initial]
         self.norms = [self.initial]     # per iteration, on the host
@@ -83,10 +91,33 @@ class LeanIterations:
     def records(self, norm: torch.Tensor) -> tuple[torch.Tensor, list[tuple]]:
         """A buffer for the records of a block, ``(fields, iterations, *systems)``, and
         its slots: views of where an iteration's ``p^T A p``, ``r^T r`` and (with a
-        preconditioner) ``r^T z`` go."""
+        preconditioner) ``r^T z`` go, then of all of them (the native step writes
+        them at once)."""
         fields = 2 if self.apply_M is None else 3
         records = norm.new_empty((fields, min(MOST_BETWEEN_CHECKS, self.maxiter), *norm.shape))
-        return records, list(zip(*(field.unbind(0) for field in records.unbind(0))))
+        return records, list(zip(*(field.unbind(0) for field in records.unbind(0)),
+                                 records.unbind(1)))
+
+    def fusable(self, x: torch.Tensor) -> tuple | None:
+        """The arguments of an iteration as one native call
+        (:func:`~learnsolve.core.native.cg_step`) that stay the same through the
+        solve, ``(crow, col, values, d)``, where it applies: one system (``x`` 1-D,
+        no ``blocks``) in float32 or float64, a CSR ``A`` on the CPU, and no
+        preconditioner or a diagonal one, ``M r = d ∘ r`` (its ``diagonal``; not
+        a callable's). Else None: the torch ops of :meth:`step`. Detached: the
+        lean path records no graph, and a trainable Jacobi's weights may require
+        grad where grad mode is off; contiguous, as the native step reads them."""
+        A, M = self.A, self.apply_M
+        if (self.blocks is not None or not isinstance(A, CSRMatrix) or x.dim() != 1
+                or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)):
+            return None
+        d = None if M is None else M.diagonal
+        if M is not None and not (isinstance(d, torch.Tensor) and d.shape == x.shape
+                                  and d.dtype == x.dtype and d.device == x.device):
+            return None
+        arrays = (A.crow_indices, A.pattern.kernel_col(), A.values.detach(),
+                  None if d is None else d.detach())
+        return tuple(None if t is None else t.contiguous() for t in arrays)
 
     def interval(self) -> int:
         """The iterations the lean path runs before its next check: half those the
@@ -135,7 +166,10 @@ class LeanIterations:
         ``p^T A p``, ``r^T r`` and ``r^T z`` written to ``slot`` (for no
         preconditioner ``r^T z`` is ``r^T r``, one product). ``active``: the bool
         mask of the systems not converged (None for one system, which stops when
-        it has). Returns the new state."""
+        it has). Returns the new state. One native call where it applies
+        (:meth:`fusable`)."""
+        if self.fused is not None:
+            return self.fused_step(x, r, p, rz, out, slot, Ap)
         Ap = self.A @ p if Ap is None else Ap
         pAp = self.lean_dot(p, Ap, slot[0])
         alpha = self.scale(masked_ratio(rz, pAp, active))
@@ -148,6 +182,15 @@ class LeanIterations:
             active = rr.sqrt() > self.limit
         p = torch.addcmul(z, self.scale(masked_ratio(rz_next, rz, active)), p, out=out[2])
         return x, r, p, rz_next, active
+
+    def fused_step(self, x, r, p, rz, out: tuple, slot: tuple, Ap: torch.Tensor | None
+                   ) -> tuple:
+        """:meth:`step` for one system as one native call: the same updates, its inner
+        products summed in double (float32 too) in an order fixed by ``n``, so
+        that a replay gives the same iterate."""
+        crow, col, values, d = self.fused
+        ops.cg_step(crow, col, values, x, r, p, rz, d, Ap, *out, slot[-1])
+        return (*out, slot[1] if d is None else slot[2], None)
 
     def lean_dot(self, u: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """:meth:`dot` into ``out``: by ``torch.dot`` for one vector (one pass, no

@@ -1,0 +1,55 @@
+// The autograd kernel of cg_step, PCG's iteration where no graph is recorded
+// (its lean path): it has no gradient. With a graph to record (grad mode on
+// and an argument that requires grad) it refuses, where the autograd fallback
+// would leave its outputs silently cut off from the graph; else it runs the
+// device kernel and bumps the versions of the tensors it wrote, as in-place
+// torch ops do, so that autograd can tell a saved tensor was overwritten.
+#include "common.h"
+
+#include <initializer_list>
+
+namespace learnsolve {
+namespace autograd {
+namespace {
+
+using CgStepSignature = void(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                             const Tensor&, const Tensor&, const Tensor&, const OptionalTensor&,
+                             const OptionalTensor&, const Tensor&, const Tensor&, const Tensor&,
+                             const Tensor&);
+
+bool any_requires_grad(std::initializer_list<const Tensor*> tensors) {
+  for (const Tensor* t : tensors) {
+    if (t->defined() && t->requires_grad()) return true;
+  }
+  return false;
+}
+
+void cg_step_autograd(const Tensor& crow, const Tensor& col, const Tensor& values,
+                      const Tensor& x, const Tensor& r, const Tensor& p, const Tensor& rz,
+                      const OptionalTensor& d, const OptionalTensor& q, const Tensor& x_out,
+                      const Tensor& r_out, const Tensor& p_out, const Tensor& dots) {
+  const Tensor none;
+  TORCH_CHECK(!c10::GradMode::is_enabled() ||
+                  !any_requires_grad({&values, &x, &r, &p, &rz, d ? &*d : &none,
+                                      q ? &*q : &none, &x_out, &r_out, &p_out, &dots}),
+              "learnsolve::cg_step is not differentiable: it is PCG's iteration where no graph "
+              "is recorded; call it under torch.no_grad() or on tensors that do not require "
+              "grad");
+  static const auto op = find_op<CgStepSignature>("learnsolve::cg_step");
+  {
+    at::AutoDispatchBelowADInplaceOrView below;
+    op.call(crow, col, values, x, r, p, rz, d, q, x_out, r_out, p_out, dots);
+  }
+  for (const Tensor* written : {&x_out, &r_out, &p_out, &dots}) {
+    torch::autograd::impl::bump_version(*written);
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(learnsolve, Autograd, m) {
+  m.impl("cg_step", TORCH_FN(cg_step_autograd));
+}
+
+}  // namespace autograd
+}  // namespace learnsolve
