@@ -175,12 +175,7 @@ class Linear(CoarseSpace):
         ``1 + k``: the linear function of coordinate ``k``). Its values do not depend
         on ``A``: it is kept per partition, coordinates (the same tensor, unchanged)
         and dtype, so that the patterns of the products with it stay cached."""
-        cache = _LINEAR.setdefault(partition, {}).setdefault((A.device, A.dtype), MatrixCache())
-
-        def compute():
-            with torch.no_grad():
-                return _linear_basis(partition, coordinates.to(A.device, A.dtype))
-        return cache.get((coordinates,), compute)
+        return _kept(_LINEAR, _linear_basis, A, partition, coordinates)
 
 
 class Quadratic(CoarseSpace):
@@ -222,13 +217,7 @@ class Quadratic(CoarseSpace):
                    ) -> "Enrichment":
         """The layout of the quadratic space (:class:`Enrichment`), kept per partition,
         coordinates and dtype as :meth:`Linear.linear_basis` keeps its basis."""
-        cache = _QUADRATIC.setdefault(partition, {}).setdefault((A.device, A.dtype),
-                                                                 MatrixCache())
-
-        def compute():
-            with torch.no_grad():
-                return Enrichment(partition, coordinates.to(A.device, A.dtype))
-        return cache.get((coordinates,), compute)
+        return _kept(_QUADRATIC, Enrichment, A, partition, coordinates)
 
 
 class Enrichment:
@@ -324,6 +313,19 @@ class Enrichment:
 _LINEAR: "weakref.WeakKeyDictionary[Partition, dict]" = weakref.WeakKeyDictionary()
 # The same for the layout of the quadratic space.
 _QUADRATIC: "weakref.WeakKeyDictionary[Partition, dict]" = weakref.WeakKeyDictionary()
+
+
+def _kept(store: weakref.WeakKeyDictionary, build, A: CSRMatrix, partition: Partition,
+          coordinates: torch.Tensor):
+    """``build(partition, coordinates)`` (no graph) in ``A``'s dtype and on its device,
+    kept in ``store`` per partition, device and dtype until other coordinates (or an
+    in-place change of them) ask for it again."""
+    cache = store.setdefault(partition, {}).setdefault((A.device, A.dtype), MatrixCache())
+
+    def compute():
+        with torch.no_grad():
+            return build(partition, coordinates.to(A.device, A.dtype))
+    return cache.get((coordinates,), compute)
 
 
 def _core_coordinates(partition: Partition, X: torch.Tensor
