@@ -28,9 +28,7 @@ One thread (``torch.set_num_threads(1)``; numpy's BLAS is held to one thread by
   gradient, as its backward pass), against the same native kernels called
   directly (``torch.ops.learnsolve``, below the autograd keys, on inputs computed
   once): the op's forward kernel, then those its backward calls (the C++
-  autograd kernels of ``cuda/autograd/`` for SpMV, SpDMM and SpTRSV, the
-  formulas of ``learnsolve/core/_autograd.py`` for SpSpMM and Sp + Sp; listed in
-  the table). Both give the same output and gradients, checked before timing.
+  autograd kernels of ``cuda/autograd/``; listed in the table). Both give the same output and gradients, checked before timing.
   SpDMM multiplies by an N x ``--dispatch-columns`` X (64 by default, to keep
   the run short; with the paper's 1024 its kernels take 16 times as long, and
   the same fixed cost of Python and dispatch weighs less).
@@ -201,7 +199,7 @@ def spmv_backward_row(n: int, repeat: int) -> list[str]:
 # the inputs the public API gives them (computed once here, before timing). Called
 # through torch.ops.learnsolve, not learnsolve.core.native's wrappers, and below the
 # autograd keys, as the C++ backward kernels call them: no autograd, no Python on top
-# (the ops with a Python formula, registered with torch.library, would otherwise go
+# (an op whose formula is registered from Python with torch.library would otherwise go
 # through torch.library's Python on every call). Each builder takes the matrix, the
 # op's leaves (detached) and the upstream gradient, and returns a call that returns
 # the op's output values and the leaves' gradients.

@@ -1,11 +1,12 @@
 """The autograd kernels written in C++ (cuda/autograd/): the products spmv and spmm
-(product.cpp) and the triangular solve sptrsv (sptrsv.cpp).
+(product.cpp), the triangular solve sptrsv (sptrsv.cpp), the sum csr_add_values
+(add.cpp) and the SpGEMM spgemm_numeric (spgemm.cpp).
 
-Gradients and double backward of y = op(A) x and x = op(T)^{-1} b for every
-combination of inputs requiring grad, transposed or not, with and without the
-cached transpose arrays, on the awkward patterns; that the kernels registered are
-the C++ ones; and that a backward computes only the gradients asked for (which
-ops run, seen by a dispatch mode).
+Gradients and double backward of y = op(A) x, x = op(T)^{-1} b, alpha A + beta B
+and A B for every combination of inputs requiring grad, transposed or not, with
+and without the cached transpose arrays, on the awkward patterns; that the kernels
+registered are the C++ ones; that a backward computes only the gradients asked for
+(which ops run, seen by a dispatch mode); and that only what it reads is saved.
 """
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def test_matches_dense_gradients(product, transpose):
     torch.testing.assert_close(grad_x, dense_x)
 
 
-@pytest.mark.parametrize("op", [*PRODUCTS, "sptrsv"])
+@pytest.mark.parametrize("op", [*PRODUCTS, "sptrsv", "csr_add_values", "spgemm_numeric"])
 def test_the_autograd_kernel_is_the_cpp_one(op):
     """Registered in C++ at the Autograd key, not by torch.library.register_autograd
     (whose kernels the dispatcher lists as registered in torch/library.py)."""
@@ -276,3 +277,153 @@ def test_sptrsv_only_the_gradients_needed_are_computed():
     # with one (double backward): differentiable ops, the sampled product for d values only
     assert run(("values", "b"), ("values", "b"), True) == ["sampled_matmul", "sptrsv"]
     assert run(("values", "b"), ("b",), True) == ["sptrsv"]
+
+
+# ------------------------------------------------------------------ alpha A + beta B, and A B
+
+ADD_INPUTS = ("values_a", "values_b", "alpha", "beta")
+ADD_REQUIRES = [(name,) for name in ADD_INPUTS] + [("values_a", "beta"), ADD_INPUTS]
+SPGEMM_REQUIRES = [("values_a",), ("values_b",), ("values_a", "values_b")]
+
+
+def _add_operands(case="square", device="cpu"):
+    """{values_a, map_a, values_b, map_b, nnz, alpha, beta} of alpha A + beta B, A and B
+    of different patterns (entries in A only, in B only, in both), float64."""
+    A, B = make(case, device=device)[1], make(case, device=device, seed=1)[1]
+    union, map_a, map_b = A.pattern.union(B.pattern)
+    scalar = lambda x: torch.tensor(x, dtype=torch.float64, device=device)  # noqa: E731
+    return {"values_a": A.values.clone(), "map_a": map_a, "values_b": B.values.clone(),
+            "map_b": map_b, "nnz": union.nnz, "alpha": scalar(0.7), "beta": scalar(-1.3)}
+
+
+def _spgemm_operands(pair=("square", "square"), device="cpu"):
+    """{crow_a, ..., col_c, ncols} of C = A B, float64; B of the case ``pair[1]``, or
+    where None, the transpose of another matrix of A's case."""
+    A, B = make(pair[0], device=device)[1], make(pair[1] or pair[0], device=device, seed=1)[1]
+    B = B if pair[1] else B.T
+    C = A.pattern.product(B.pattern)
+    return {"crow_a": A.crow_indices, "col_a": A.col_indices, "values_a": A.values.clone(),
+            "crow_b": B.crow_indices, "col_b": B.col_indices, "values_b": B.values.clone(),
+            "crow_c": C.crow, "col_c": C.col, "ncols": B.shape[1]}
+
+
+def _call(op, operands, requires):
+    """A function of the operands named in ``requires``, and those operands (leaves)."""
+    def f(*inputs):
+        return getattr(ops, op)(**{**operands, **dict(zip(requires, inputs))})
+
+    return f, tuple(operands[name].clone().requires_grad_() for name in requires)
+
+
+@pytest.mark.parametrize("case", ["square", "empty_rows_cols", "nnz0"])
+@pytest.mark.parametrize("requires", ADD_REQUIRES, ids="+".join)
+def test_add_gradcheck_and_gradgradcheck(case, requires, device):
+    f, inputs = _call("csr_add_values", _add_operands(case, device), requires)
+    assert gradcheck(f, inputs)
+    assert gradgradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("pair", [("square", "square"), ("wide", "tall"), ("tall", "wide"),
+                                  ("empty_rows_cols", None), ("nnz0", None)],
+                         ids=lambda pair: f"{pair[0]}x{pair[1] or 'T'}")
+@pytest.mark.parametrize("requires", SPGEMM_REQUIRES, ids="+".join)
+def test_spgemm_gradcheck_and_gradgradcheck(pair, requires, device):
+    f, inputs = _call("spgemm_numeric", _spgemm_operands(pair, device), requires)
+    assert gradcheck(f, inputs)
+    assert gradgradcheck(f, inputs)
+
+
+def test_spgemm_of_one_leaf_with_itself():
+    """C = A A with A's values one leaf: the gradients as A and as B summed."""
+    A = make("square")[1]
+    C = A.pattern.product(A.pattern)
+
+    def f(values):
+        return ops.spgemm_numeric(A.crow_indices, A.col_indices, values, A.crow_indices,
+                                  A.col_indices, values, C.crow, C.col, A.shape[1])
+
+    values = A.values.clone().requires_grad_()
+    assert gradcheck(f, (values,))
+    assert gradgradcheck(f, (values,))
+
+
+@pytest.mark.parametrize("op, operands, requires", [
+    ("csr_add_values", _add_operands, ("alpha",)),
+    ("csr_add_values", _add_operands, ("beta",)),
+    ("spgemm_numeric", _spgemm_operands, ("values_b",))])
+def test_add_and_spgemm_graph_only_where_needed(op, operands, requires):
+    """A graph wherever one differentiable input requires grad (a scale alone
+    included), none without grad mode."""
+    f, inputs = _call(op, operands(), requires)
+    out = f(*inputs)
+    assert out.requires_grad and out.grad_fn is not None
+    with torch.no_grad():
+        out = f(*inputs)
+    assert out.grad_fn is None and not out.requires_grad
+    assert f(*(t.detach() for t in inputs)).grad_fn is None
+
+
+@pytest.mark.parametrize("op, operands, tangent_of", [
+    ("csr_add_values", _add_operands, "alpha"), ("spgemm_numeric", _spgemm_operands, "values_b")])
+def test_add_and_spgemm_refuse_forward_mode(op, operands, tangent_of):
+    operands = operands()
+    with fwAD.dual_level():
+        t = operands[tangent_of]
+        operands[tangent_of] = fwAD.make_dual(t, torch.ones_like(t))
+        with pytest.raises(RuntimeError, match="jvp"):
+            getattr(ops, op)(**operands)
+
+
+def _ops_backward(op, operands, requires, wrt, create_graph):
+    """The learnsolve ops that run in the backward of ``op``, for the operands in
+    ``requires`` requiring grad and the gradient taken with respect to ``wrt``."""
+    f, inputs = _call(op, operands, requires)
+    out = f(*inputs)
+    with _LearnsolveOps() as mode:
+        grads = torch.autograd.grad(out, tuple(inputs[requires.index(name)] for name in wrt),
+                                    torch.ones_like(out), create_graph=create_graph)
+    assert all(g is not None for g in grads)
+    return sorted(mode.names)
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_add_and_spgemm_compute_only_the_gradients_needed(create_graph):
+    def add(wrt, requires=ADD_INPUTS):
+        return _ops_backward("csr_add_values", _add_operands(), requires, wrt, create_graph)
+
+    def spgemm(wrt, requires=("values_a", "values_b")):
+        return _ops_backward("spgemm_numeric", _spgemm_operands(), requires, wrt, create_graph)
+
+    # one gather per gradient asked for (d scale: <G[map], values>, unscaled)
+    assert add(ADD_INPUTS) == ["gather_scaled"] * 4
+    assert add(("values_a",)) == ["gather_scaled"]
+    assert add(("beta",)) == ["gather_scaled"]
+    assert add(("values_b",), requires=("values_b",)) == ["gather_scaled"]
+    assert spgemm(("values_a", "values_b")) == ["spgemm_grad_b", "spgemm_masked"]
+    assert spgemm(("values_a",)) == ["spgemm_masked"]
+    assert spgemm(("values_b",)) == ["spgemm_grad_b"]
+    assert spgemm(("values_b",), requires=("values_b",)) == ["spgemm_grad_b"]
+
+
+@pytest.mark.parametrize("op, operands, wanted, read, not_read", [
+    # d values_a = (G B^T) ⊙ mask(A) reads B's values, not A's; and so for B
+    ("spgemm_numeric", _spgemm_operands, "values_a", "values_b", ("values_a",)),
+    ("spgemm_numeric", _spgemm_operands, "values_b", "values_a", ("values_b",)),
+    # d values_a = alpha G[map_a] reads alpha; B's side is not read at all
+    ("csr_add_values", _add_operands, "values_a", "alpha", ("values_a", "values_b", "beta")),
+    # d alpha = <G[map_a], values_a> reads A's values (and alpha, for its type)
+    ("csr_add_values", _add_operands, "alpha", "values_a", ("values_b", "beta"))])
+def test_add_and_spgemm_save_only_what_the_backward_reads(op, operands, wanted, read,
+                                                          not_read):
+    """What is saved may not change in place before the backward; the rest may."""
+    operands = operands()
+    leaf = operands[wanted] = operands[wanted].clone().requires_grad_()
+    out = getattr(ops, op)(**operands)
+    with torch.no_grad():
+        for name in not_read:
+            operands[name].add_(1.0)
+    assert torch.autograd.grad(out.sum(), leaf)[0] is not None
+    out = getattr(ops, op)(**operands)
+    operands[read].add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(out.sum(), leaf)

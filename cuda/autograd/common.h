@@ -62,9 +62,10 @@ inline OptionalTensor optional(const Tensor& t) {
 // do: no graph to record (grad mode off, or none requires grad) and no
 // forward-mode tangent (which goes to the Function, which refuses it: no jvp,
 // rather than being dropped).
-inline bool nothing_to_record(const Tensor& a, const Tensor& b) {
-  const bool record = c10::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad());
-  return !record && !a._fw_grad(/*level=*/0).defined() && !b._fw_grad(/*level=*/0).defined();
+template <typename... Tensors>
+bool nothing_to_record(const Tensors&... inputs) {
+  const bool record = c10::GradMode::is_enabled() && (inputs.requires_grad() || ...);
+  return !record && (!inputs._fw_grad(/*level=*/0).defined() && ...);
 }
 
 // Run in a backward: without a graph to record (create_graph=False) the ops

@@ -2,10 +2,11 @@
 
 For the ops with floating-point inputs: the vector-Jacobian products of table 1
 of the paper, registered with ``torch.library.register_autograd`` on import
-(:mod:`._ops` imports this module), except for the products ``spmv``, ``spmm``
-and the triangular solve ``sptrsv``, whose autograd kernels are in C++
-(``cuda/autograd/``: no Python on their calls; their formulas are written below
-and in :mod:`._autograd_sptrsv`). Every backward formula calls only torch ops
+(:mod:`._ops` imports this module), except for the products ``spmv``, ``spmm``,
+the triangular solve ``sptrsv``, the sum ``csr_add_values`` and the SpGEMM
+``spgemm_numeric``, whose autograd kernels are in C++ (``cuda/autograd/``: no
+Python on their calls; their formulas are written below and in
+:mod:`._autograd_sptrsv`). Every backward formula calls only torch ops
 and learnsolve ops (through the typed wrappers of :mod:`.native`, or the
 dispatcher in C++), so the backward is itself differentiable (double backward
 works).
@@ -151,62 +152,26 @@ torch.library.register_autograd("learnsolve::scatter_add_scaled", _scatter_backw
 
 # --------------------------------------------------------------------------- alpha A + beta B
 # d values_a = alpha G[map_a],  d alpha = <G[map_a], values_a>  (and so for B)
-
-def _add_setup(ctx, inputs, output):
-    values_a, map_a, values_b, map_b, nnz, alpha, beta = inputs
-    ctx.save_for_backward(values_a, map_a, values_b, map_b, alpha, beta)
-
-
-def _add_backward(ctx, grad):
-    values_a, map_a, values_b, map_b, alpha, beta = ctx.saved_tensors
-    grads = []
-    for values, index, scale, need_values, need_scale in (
-            (values_a, map_a, alpha, ctx.needs_input_grad[0], ctx.needs_input_grad[5]),
-            (values_b, map_b, beta, ctx.needs_input_grad[2], ctx.needs_input_grad[6])):
-        grads.append(ops.gather_scaled(grad, index, scale) if need_values else None)
-        grads.append(_scale_grad(ops.gather_scaled(grad, index) * values, scale)
-                     if need_scale else None)
-    grad_a, grad_alpha, grad_b, grad_beta = grads
-    return grad_a, None, grad_b, None, None, grad_alpha, grad_beta
-
-
-torch.library.register_autograd("learnsolve::csr_add_values", _add_backward,
-                                setup_context=_add_setup)
-
+# The autograd kernel of csr_add_values in C++, cuda/autograd/add.cpp, not
+# registered here: no Python on a call, nor in its backward.
 
 # --------------------------------------------------------------------------- C = A B
 # d A = (G B^T) ⊙ mask(A) = spgemm_masked(A; G, B)
 # d B = (A^T G) ⊙ mask(B) = spgemm_grad_b(A; G; B)
-# Only entries inside the masks are computed; nothing is transposed.
-
-def _ncols_last_setup(ctx, inputs, output):
-    """spgemm_numeric's and spgemm_grad_b's: eight tensors, then ``ncols``."""
-    *tensors, ncols = inputs
-    ctx.ncols = ncols
-    ctx.save_for_backward(*tensors)
-
-
-def _spgemm_backward(ctx, grad):
-    crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c = ctx.saved_tensors
-    grad_a = grad_b = None
-    if ctx.needs_input_grad[2]:
-        grad_a = ops.spgemm_masked(crow_a, col_a, crow_c, col_c, grad, crow_b, col_b, values_b,
-                                   ctx.ncols)
-    if ctx.needs_input_grad[5]:
-        grad_b = ops.spgemm_grad_b(crow_a, col_a, values_a, crow_c, col_c, grad, crow_b, col_b,
-                                   ctx.ncols)
-    return None, None, grad_a, None, None, grad_b, None, None, None
-
-
-torch.library.register_autograd("learnsolve::spgemm_numeric", _spgemm_backward,
-                                setup_context=_ncols_last_setup)
-
+# Only entries inside the masks are computed; nothing is transposed. The autograd
+# kernel of spgemm_numeric in C++, cuda/autograd/spgemm.cpp, not registered here.
 
 # --------------------------------------------------------------------------- (A^T G) ⊙ mask(B)
 # out[(k, j)] = sum_i A[i, k] G[i, j], bilinear in A and G; with incoming H on B's pattern:
 # d A = (G H^T) ⊙ mask(A) = spgemm_masked(A; G, H)
 # d G = (A H) ⊙ mask(C)   = spgemm_masked(C; A, H^T)
 # (double backward of SpGEMM only: the transpose of B is computed per call)
+
+def _grad_b_setup(ctx, inputs, output):
+    *tensors, ncols = inputs
+    ctx.ncols = ncols
+    ctx.save_for_backward(*tensors)
+
 
 def _grad_b_backward(ctx, h):
     crow_a, col_a, values_a, crow_c, col_c, grad_c, crow_b, col_b = ctx.saved_tensors
@@ -222,7 +187,7 @@ def _grad_b_backward(ctx, h):
 
 
 torch.library.register_autograd("learnsolve::spgemm_grad_b", _grad_b_backward,
-                                setup_context=_ncols_last_setup)
+                                setup_context=_grad_b_setup)
 
 
 # --------------------------------------------------------------------------- (V W^T) ⊙ mask(M)

@@ -1,0 +1,117 @@
+// Autograd kernel of the values of C = A B on its pattern (spgemm_numeric, the
+// pattern from spgemm_symbolic): one kernel for both devices (the ops are
+// called through the dispatcher). In C++ rather than with
+// torch.library.register_autograd so that a call without a graph costs one
+// check, and one with a graph no Python.
+//
+// The gradients (notation of learnsolve/core/_autograd.py), G on C's pattern:
+//   d values_a = (G B^T) ⊙ mask(A) = spgemm_masked(A; G, B)
+//   d values_b = (A^T G) ⊙ mask(B) = spgemm_grad_b(A; G; B)
+// Only entries inside the masks are computed; nothing is transposed. Only the
+// gradients the backward asks for are computed; the backward's ops are
+// themselves differentiable (double backward).
+#include "common.h"
+
+namespace learnsolve {
+namespace autograd {
+namespace {
+
+// spgemm_numeric's, and its backward's (spgemm_masked, spgemm_grad_b): eight
+// tensors, then an int.
+using SpgemmSignature = Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                               const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                               int64_t);
+
+const c10::TypedOperatorHandle<SpgemmSignature>& spgemm_numeric_op() {
+  static const auto op = find_op<SpgemmSignature>("learnsolve::spgemm_numeric");
+  return op;
+}
+
+const c10::TypedOperatorHandle<SpgemmSignature>& spgemm_masked_op() {
+  static const auto op = find_op<SpgemmSignature>("learnsolve::spgemm_masked");
+  return op;
+}
+
+const c10::TypedOperatorHandle<SpgemmSignature>& spgemm_grad_b_op() {
+  static const auto op = find_op<SpgemmSignature>("learnsolve::spgemm_grad_b");
+  return op;
+}
+
+// Indices of the differentiable inputs among the tensor inputs (crow_a, col_a,
+// values_a, crow_b, col_b, values_b, crow_c, col_c).
+constexpr size_t kValuesAEdge = 2, kValuesBEdge = 5;
+
+// Saved tensors: the three patterns, values_a (only where values_b requires
+// grad: d values_b reads it) and values_b (only where values_a requires grad).
+// An undefined tensor stands for one not saved.
+enum SpgemmSaved { kCrowA, kColA, kValuesA, kCrowB, kColB, kValuesB, kCrowC, kColC };
+
+struct SpgemmFunction : public torch::autograd::Function<SpgemmFunction> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& crow_a, const Tensor& col_a,
+                        const Tensor& values_a, const Tensor& crow_b, const Tensor& col_b,
+                        const Tensor& values_b, const Tensor& crow_c, const Tensor& col_c,
+                        int64_t ncols) {
+    Tensor values_c;
+    {
+      at::AutoDispatchBelowADInplaceOrView below;
+      values_c = spgemm_numeric_op().call(crow_a, col_a, values_a, crow_b, col_b, values_b,
+                                          crow_c, col_c, ncols);
+    }
+    const Tensor none;
+    ctx->save_for_backward({crow_a, col_a, values_b.requires_grad() ? values_a : none, crow_b,
+                            col_b, values_a.requires_grad() ? values_b : none, crow_c, col_c});
+    ctx->saved_data["ncols"] = ncols;  // of B (and C)
+    return values_c;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const Tensor& crow_a = saved[kCrowA];
+    const Tensor& col_a = saved[kColA];
+    const Tensor& crow_b = saved[kCrowB];
+    const Tensor& col_b = saved[kColB];
+    const Tensor& crow_c = saved[kCrowC];
+    const Tensor& col_c = saved[kColC];
+    const int64_t ncols = ctx->saved_data["ncols"].toInt();
+    const Tensor& grad = grads[0];
+
+    const BelowAutogradUnlessRecording dispatch;
+    Tensor grad_values_a, grad_values_b;
+    if (ctx->needs_input_grad(kValuesAEdge)) {
+      grad_values_a = spgemm_masked_op().call(crow_a, col_a, crow_c, col_c, grad, crow_b, col_b,
+                                              saved[kValuesB], ncols);
+    }
+    if (ctx->needs_input_grad(kValuesBEdge)) {
+      grad_values_b = spgemm_grad_b_op().call(crow_a, col_a, saved[kValuesA], crow_c, col_c,
+                                              grad, crow_b, col_b, ncols);
+    }
+    // One per argument of forward: the three patterns and values, and ncols.
+    return {Tensor(), Tensor(), grad_values_a, Tensor(), Tensor(), grad_values_b,
+            Tensor(), Tensor(), Tensor()};
+  }
+};
+
+// The Autograd kernel: without a graph to record, straight to the device
+// kernel, else through the Function, which records the node.
+Tensor spgemm_numeric_autograd(c10::DispatchKeySet keys, const Tensor& crow_a,
+                               const Tensor& col_a, const Tensor& values_a, const Tensor& crow_b,
+                               const Tensor& col_b, const Tensor& values_b, const Tensor& crow_c,
+                               const Tensor& col_c, int64_t ncols) {
+  if (nothing_to_record(values_a, values_b)) {
+    at::AutoDispatchBelowADInplaceOrView below;
+    return spgemm_numeric_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, crow_a,
+                                          col_a, values_a, crow_b, col_b, values_b, crow_c,
+                                          col_c, ncols);
+  }
+  return SpgemmFunction::apply(crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c,
+                               ncols);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(learnsolve, Autograd, m) {
+  m.impl("spgemm_numeric", TORCH_FN(spgemm_numeric_autograd));
+}
+
+}  // namespace autograd
+}  // namespace learnsolve
