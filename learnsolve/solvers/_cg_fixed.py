@@ -22,10 +22,10 @@ from typing import NamedTuple
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .base import DIVERGENCE_FACTOR, DeferredSolution
+from .base import DIVERGENCE_FACTOR, DeferredSolution, end_message
 from ._cg_lean import masked_ratio
 
-__all__ = ["FixedIterations", "OUTCOMES", "breakdown_message", "describe", "read_outcome"]
+__all__ = ["FixedIterations", "OUTCOMES", "breakdown_message", "read_outcome"]
 
 #: What the code of a fixed run's outcome stands for: a status, or for a breakdown the
 #: quantity found ``<= 0`` (a status "breakdown").
@@ -44,20 +44,6 @@ def breakdown_message(iterations: int, quantity: str, where: int, columns: int |
             f"not positive definite; x is the last iterate before it")
 
 
-def describe(status: str, iterations: int, maxiter: int, last: torch.Tensor,
-             b_norm: torch.Tensor) -> str:
-    """The message of a PCG solve (either path) that ended with ``status``, not a
-    breakdown, after ``iterations``, at the residual norms ``last``."""
-    if status == "converged":
-        return f"converged in {iterations} iterations"
-    if status == "diverged":
-        return (f"diverged at iteration {iterations} (residual not finite or 1e8 times "
-                f"the initial one)")
-    relative = last.detach() / torch.where(b_norm > 0, b_norm, 1.0).detach()
-    return (f"not converged after maxiter = {maxiter} iterations (largest relative "
-            f"residual {float(relative.max()):.3e})")
-
-
 def read_outcome(solution: DeferredSolution, maxiter: int, columns: int | None,
                  blocked: bool) -> tuple[int, str, str]:
     """``(iterations, status, message)`` of a fixed run's solution from its summary
@@ -69,7 +55,7 @@ def read_outcome(solution: DeferredSolution, maxiter: int, columns: int | None,
     if outcome in ("p^T A p", "r^T M r"):
         return iterations, "breakdown", breakdown_message(iterations, outcome, where, columns,
                                                           blocked)
-    return iterations, outcome, describe(outcome, iterations, maxiter, solution.residuals[-1],
+    return iterations, outcome, end_message(outcome, iterations, maxiter, solution.residuals[-1],
                                          solution.b_norm)
 
 

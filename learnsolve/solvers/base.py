@@ -20,7 +20,7 @@ from .operators import Apply, Operator, SystemMatrix, as_operator
 
 __all__ = ["Solution", "DeferredSolution", "Preconditioner", "PreconditionerOperator",
            "IterativeSolver", "Operator", "as_operator", "as_preconditioner", "preconditioner_of",
-           "NotAPreconditioner", "check_system", "matrix_of", "MatrixCache", "STATUSES",
+           "NotAPreconditioner", "check_system", "end_message", "matrix_of", "MatrixCache", "STATUSES",
            "Apply", "SystemMatrix", "bind_to_problem", "blocks_of", "check_history_weights",
            "weighted_residuals"]
 
@@ -158,6 +158,21 @@ class DeferredSolution(Solution):
     @property
     def message(self) -> str:
         return self.outcome()[2]
+
+
+def end_message(status: str, iterations: int, maxiter: int, last: torch.Tensor,
+                b_norm: torch.Tensor) -> str:
+    """The message of a Krylov solve that ended with ``status`` (``"converged"``,
+    ``"diverged"`` or ``"maxiter"``; a breakdown's says what broke down) after
+    ``iterations``, at the residual norms ``last``."""
+    if status == "converged":
+        return f"converged in {iterations} iterations"
+    if status == "diverged":
+        return (f"diverged at iteration {iterations} (residual not finite or 1e8 times "
+                f"the initial one)")
+    relative = last.detach() / torch.where(b_norm > 0, b_norm, 1.0).detach()
+    return (f"not converged after maxiter = {maxiter} iterations (largest relative "
+            f"residual {float(relative.max()):.3e})")
 
 
 def check_system(A: SystemMatrix, b, x0=None, *, matrix_free: bool = False,

@@ -14,10 +14,10 @@ from ..core.validation import check_bool
 from ..linalg._checks import check_spd
 from .base import (IterativeSolver, Operator, Solution, SystemMatrix,
                    as_preconditioner, bind_to_problem, blocks_of, check_history_weights,
-                   check_system,
+                   check_system, end_message,
                    host_values, matrix_of, reported, residual_norm, status_of,
                    weighted_residuals)
-from ._cg_fixed import FixedIterations, breakdown_message, describe
+from ._cg_fixed import FixedIterations, breakdown_message
 from ._cg_lean import LeanIterations, masked_ratio
 from .implicit import check_implicit, implicit_solve
 
@@ -281,7 +281,7 @@ class _Run(LeanIterations, FixedIterations):
     def describe(self, last: torch.Tensor, b_norm: torch.Tensor) -> str:
         if self.status == "breakdown":
             return self.message
-        return describe(self.status, self.iterations, self.maxiter, last, b_norm)
+        return end_message(self.status, self.iterations, self.maxiter, last, b_norm)
 
 
 class PCG(IterativeSolver):

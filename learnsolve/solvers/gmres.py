@@ -13,7 +13,7 @@ from torch.utils.checkpoint import checkpoint
 from ..core.csr import CSRMatrix
 from .base import (IterativeSolver, Operator, PreconditionerOperator, Solution, SystemMatrix,
                    as_preconditioner, bind_to_problem, blocks_of, check_history_weights,
-                   check_system,
+                   check_system, end_message,
                    host_values, matrix_of, reported, residual_norm, status_of,
                    weighted_residuals)
 from ..problems.batch import block_rhs, unbatch
@@ -210,18 +210,11 @@ class _Run:
         return x + self.outside(torch.bmm(y.mT, zs.stacked(steps)).squeeze(1))
 
     def describe(self, status: str, last: torch.Tensor, b_norm: torch.Tensor) -> str:
-        if status == "converged":
-            return f"converged in {self.iterations} iterations"
         if status == "breakdown":
             column = f" in column {self.broke}" if self.block else ""
             return (f"breakdown after {self.iterations} iterations: the Hessenberg matrix is "
                     f"singular{column} (A, or A M, is singular); x is the last iterate before it")
-        if status == "diverged":
-            return (f"diverged at iteration {self.iterations} (residual not finite or 1e8 times "
-                    f"the initial one)")
-        relative = last.detach() / torch.where(b_norm > 0, b_norm, 1.0).detach()
-        return (f"not converged after maxiter = {self.maxiter} iterations (largest relative "
-                f"residual {float(relative.max()):.3e})")
+        return end_message(status, self.iterations, self.maxiter, last, b_norm)
 
 
 class GMRES(IterativeSolver):
