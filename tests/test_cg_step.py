@@ -143,6 +143,10 @@ def test_no_gradient():
     with torch.no_grad():
         run(A, x.clone().requires_grad_(), r, p, rz, out=outputs)
     assert [t._version for t in outputs] == [v + 1 for v in versions]
+    with torch.no_grad(), torch.autograd.forward_ad.dual_level():    # a tangent too
+        dual = torch.autograd.forward_ad.make_dual(x, torch.ones_like(x))
+        with pytest.raises(RuntimeError, match="forward-mode tangent"):
+            run(A, dual, r, p, rz)
 
 
 def bad_arguments():
