@@ -1,6 +1,5 @@
 """The paper's applications at its small sizes, trained with the Trainer: the results of
 sections 4.1 (fig. 7), 4.2 (fig. 8), 4.3 (fig. 11) and 4.6 (fig. 19)."""
-import pytest
 import torch
 
 from learnsolve.problems import poisson_1d, poisson_2d
@@ -16,7 +15,6 @@ def _expected_loss_minimiser(A):
     covariance, tr(T^T A T) with T = I - diag(w) D^-1 A: a quadratic in w, solved
     exactly by its normal equations (independent of the Trainer and of Jacobi)."""
     a = A.to_dense()
-    n = a.shape[0]
     B = torch.diag(1 / torch.diag(a)) @ a  # T = I - diag(w) B
     # tr((I - W B)^T A (I - W B)) = tr(A) - 2 sum_i w_i (B A)_ii + sum_ij w_i w_j A_ij (B B^T)_ij
     H = a * (B @ B.T)

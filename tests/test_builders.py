@@ -6,7 +6,7 @@ import torch
 from torch.autograd import gradcheck
 
 import learnsolve as ls
-from cases import CASES, make
+from cases import make
 
 
 @pytest.mark.parametrize("n, m", [(3, None), (2, 4), (4, 2), (1, 1), (0, 0)])

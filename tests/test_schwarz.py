@@ -4,7 +4,6 @@ convergence factor against the spectral radius of the dense error propagator, gr
 through the subdomain solves, the interfaces (Robin, the graph network), and a training
 whose learned interface beats classical RAS on held-out meshes."""
 import functools
-import math
 
 import pytest
 import torch
@@ -206,7 +205,7 @@ def test_robin_interface_modifies_only_the_boundary_diagonal():
     assert bool(changed.any()) and not bool((changed & ~(diagonal & sub.boundary_entries)).any())
     # -alpha times the coupling to the nodes outside the subdomain, checked densely
     dense = p.A.to_dense().abs()
-    stacked, start = [], 0
+    stacked = []
     for i, nodes in enumerate(p.partition.overlapped):
         outside = torch.ones(p.num_nodes, dtype=torch.bool)
         outside[nodes] = False

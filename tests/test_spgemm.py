@@ -7,7 +7,7 @@ from torch.autograd import gradcheck, gradgradcheck
 from torch.library import opcheck
 
 import learnsolve as ls
-from cases import CASES, assert_close, dense_of, make
+from cases import CASES, assert_close, dense_of
 
 ops = torch.ops.learnsolve
 

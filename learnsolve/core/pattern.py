@@ -44,6 +44,9 @@ from ._ops import ops
 
 __all__ = ["Pattern", "ORDERINGS"]
 
+#: The largest column count whose indices the product kernels read as int32.
+_INT32_MAX = torch.iinfo(torch.int32).max
+
 #: The orderings :meth:`Pattern.ordering` computes: None keeps the unknowns as they are.
 ORDERINGS = (None, "rcm")
 
@@ -143,7 +146,7 @@ class Pattern:
         """The column indices as the product kernels read them: an int32 copy,
         cached, where the columns fit (a quarter less memory traffic in the
         memory-bound products), else ``col`` itself."""
-        if self.shape[1] > torch.iinfo(torch.int32).max:
+        if self.shape[1] > _INT32_MAX:
             return self.col
         return self.cached("col32", lambda: self.col.to(torch.int32))
 
