@@ -52,6 +52,18 @@ inline const c10::TypedOperatorHandle<TransposeSignature>& transpose_op() {
   return op;
 }
 
+// A's transpose pattern (t_crow, t_col, t_perm) for a backward: the arrays the
+// caller gave (all three: cached on the pattern), else computed now, for A of
+// ncols columns.
+inline std::tuple<Tensor, Tensor, Tensor> transpose_pattern(const Tensor& crow, const Tensor& col,
+                                                          const c10::SymInt& ncols,
+                                                          const Tensor& t_crow,
+                                                          const Tensor& t_col,
+                                                          const Tensor& t_perm) {
+  if (t_crow.defined() && t_col.defined() && t_perm.defined()) return {t_crow, t_col, t_perm};
+  return transpose_op().call(crow, col, ncols);
+}
+
 // A saved tensor that may be undefined (not given, or not saved) as the
 // optional argument of an op.
 inline OptionalTensor optional(const Tensor& t) {

@@ -94,13 +94,10 @@ struct ProductFunction : public torch::autograd::Function<ProductFunction<kMatri
                                        std::nullopt);
       }
       if (need_x) {
-        if (!transpose && !(t_crow && t_col && t_perm)) {
-          // Not cached by the caller: A's transpose pattern, computed now.
-          auto [tc, tcol, tp] =
-              transpose_op().call(crow, col, ctx->saved_data["ncols"].toSymInt());
-          t_crow = tc;
-          t_col = tcol;
-          t_perm = tp;
+        if (!transpose) {
+          std::tie(t_crow, t_col, t_perm) =
+              transpose_pattern(crow, col, ctx->saved_data["ncols"].toSymInt(), saved[kTCrow],
+                                saved[kTCol], saved[kTPerm]);
         }
         grad_x = product_op<kMatrix>().call(crow, col, values, grad, t_crow, t_col, t_perm,
                                             !transpose);

@@ -97,10 +97,9 @@ struct SolveFunction : public torch::autograd::Function<SolveFunction> {
     const bool need_b = ctx->needs_input_grad(kOperandEdge);
 
     const BelowAutogradUnlessRecording dispatch;
-    if (!(t_crow.defined() && t_col.defined() && t_perm.defined())) {
-      // Not cached by the caller: A's transpose pattern (A is square), computed now.
-      std::tie(t_crow, t_col, t_perm) = transpose_op().call(crow, col, crow.sym_size(0) - 1);
-    }
+    // A is square: as many columns as rows.
+    std::tie(t_crow, t_col, t_perm) =
+        transpose_pattern(crow, col, crow.sym_size(0) - 1, t_crow, t_col, t_perm);
     Tensor grad_values, grad_b;
     if (need_values && !c10::GradMode::is_enabled()) {
       std::tie(grad_values, grad_b) =
