@@ -133,3 +133,11 @@ def test_pcg_with_any_enrichment_converges_no_slower_than_the_linear_space(seed)
     learned = PCG(M=RAS(p, coarse=net), rtol=1e-8)(p.A, b).iterations
     linear = PCG(M=RAS(p, coarse="linear"), rtol=1e-8)(p.A, b).iterations
     assert learned <= linear, (learned, linear)
+
+
+@pytest.mark.parametrize("coarse", [Quadratic(), EnrichmentNet(hidden=4, layers=1).double()])
+def test_the_quadratic_spaces_need_coordinates(coarse):
+    p = _problem()
+    with pytest.raises(ValueError, match=r"coordinates: the (Quadratic|EnrichmentNet) coarse "
+                                         r"space needs the problem's node coordinates"):
+        coarse.basis(p.A, p.partition)
