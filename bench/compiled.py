@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ import torch
 from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ops import format_time, machine_info, markdown_table, text_table  # noqa: E402
+from ops import format_time, machine_info, markdown_table, paired, text_table  # noqa: E402
 
 from learnsolve.problems import poisson_2d  # noqa: E402
 from learnsolve.solvers import PCG, Jacobi, pcg_loss  # noqa: E402
@@ -51,19 +50,6 @@ from learnsolve.solvers import PCG, Jacobi, pcg_loss  # noqa: E402
 F64 = torch.float64
 HEADER = ["problem", "M", "eager", "compiled", "compiled/eager (fastest)",
           "compiled/eager (median)", "compile time"]
-
-
-def in_turns(first, second, repeat: int) -> tuple[float, float, float]:
-    """``first()`` and ``second()`` in turns, ``repeat`` times after a warm-up: the fastest
-    time of each, and the median of the paired ratios first / second."""
-    first(), second()
-    times = ([], [])
-    for _ in range(repeat):
-        for run, spent in zip((first, second), times):
-            start = time.perf_counter()
-            run()
-            spent.append(time.perf_counter() - start)
-    return min(times[0]), min(times[1]), statistics.median(a / b for a, b in zip(*times))
 
 
 class Step:
@@ -105,7 +91,7 @@ def row(side: int, name: str, iterations: int, backend: str, repeat: int) -> lis
     first_call = time.perf_counter() - start
     for got, wanted in zip(first, expected):
         torch.testing.assert_close(got, wanted, rtol=1e-9, atol=1e-12)
-    fast_compiled, fast_eager, ratio = in_turns(compiled, eager, repeat)
+    fast_compiled, fast_eager, ratio = paired(compiled, eager, repeat)
     return [f"2D Poisson {side}², n = {n:,}", name, format_time(fast_eager),
             format_time(fast_compiled), f"{fast_compiled / fast_eager:.2f}", f"{ratio:.2f}",
             format_time(first_call - fast_compiled)]

@@ -360,6 +360,29 @@ def fit(sizes: list[int], seconds: list, smallest: int = 0,
     return float(slope), float(intercept)
 
 
+def in_turns(runs, repeat: int, calls) -> list[list[float]]:
+    """Each of ``runs`` in turns, ``repeat`` times after a warm-up call of each, timed
+    over its number of ``calls``: the seconds per call of every turn, run by run."""
+    for run in runs:
+        run()
+    times = [[] for _ in runs]
+    for _ in range(repeat):
+        for run, count, spent in zip(runs, calls, times):
+            start = time.perf_counter()
+            for _ in range(count):
+                run()
+            spent.append((time.perf_counter() - start) / count)
+    return times
+
+
+def paired(ours, peer, repeat: int, calls: int = 1) -> tuple[float, float, float]:
+    """``ours()`` and ``peer()`` in turns, ``repeat`` times after a warm-up, each timed
+    over ``calls`` calls: the fastest time of a call of each, and the median of the
+    paired ratios."""
+    mine, theirs = in_turns((ours, peer), repeat, (calls, calls))
+    return min(mine), min(theirs), statistics.median(a / b for a, b in zip(mine, theirs))
+
+
 def format_time(seconds) -> str:
     if isinstance(seconds, str):
         return seconds

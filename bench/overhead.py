@@ -71,8 +71,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import paper  # noqa: E402
-from ops import (_fixed_random, _values, format_time, machine_info, markdown_table,  # noqa: E402
-                 text_table)
+from ops import (_fixed_random, _values, format_time, in_turns, machine_info,  # noqa: E402
+                 markdown_table, paired, text_table)
 
 from learnsolve.problems import poisson_1d, poisson_2d  # noqa: E402
 from learnsolve.solvers import PCG, Jacobi  # noqa: E402
@@ -88,29 +88,6 @@ BREAKDOWN_HEADER = ["SpMV forward + backward", "N", "fastest", "median"]
 #: SpMV forward + backward at N = 1,000 within this many seconds.
 DISPATCH_TARGET = 1.3
 SPMV_TARGET = 40e-6
-
-
-def in_turns(runs, repeat: int, calls) -> list[list[float]]:
-    """Each of ``runs`` in turns, ``repeat`` times after a warm-up call of each, timed
-    over its number of ``calls``: the seconds per call of every turn, run by run."""
-    for run in runs:
-        run()
-    times = [[] for _ in runs]
-    for _ in range(repeat):
-        for run, count, spent in zip(runs, calls, times):
-            start = time.perf_counter()
-            for _ in range(count):
-                run()
-            spent.append((time.perf_counter() - start) / count)
-    return times
-
-
-def paired(ours, peer, repeat: int, calls: int = 1) -> tuple[float, float, float]:
-    """``ours()`` and ``peer()`` in turns, ``repeat`` times after a warm-up, each timed
-    over ``calls`` calls: the fastest time of a call of each, and the median of the
-    paired ratios."""
-    mine, theirs = in_turns((ours, peer), repeat, (calls, calls))
-    return min(mine), min(theirs), statistics.median(a / b for a, b in zip(mine, theirs))
 
 
 def calls_for(run, budget: float = 0.02) -> int:
