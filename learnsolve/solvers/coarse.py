@@ -242,6 +242,7 @@ class Enrichment:
         n, S, d = partition.num_nodes, partition.num_parts, X.shape[1]
         self.linear, self.kinds = _linear_basis(partition, X)
         self.membership, u, _ = _core_coordinates(partition, X)
+        self.counts = torch.bincount(self.membership, minlength=S)        # nodes a core
         first, second = torch.triu_indices(d, d, device=X.device)
         self.monomials = u[:, first] * u[:, second]
         self.width = first.numel()
@@ -263,8 +264,8 @@ class Enrichment:
             0, m, self.local[:, :, None] * values[:, None, :])
         fit = torch.bmm(self.gram_pinv, moments)                      # (S, d + 1, columns)
         rest = values - (self.local[:, :, None] * fit[m]).sum(1)
-        counts = torch.bincount(m, minlength=S).to(values.dtype)[:, None]
-        mean_square = values.new_zeros(S, values.shape[1]).index_add(0, m, rest ** 2) / counts
+        mean_square = (values.new_zeros(S, values.shape[1]).index_add(0, m, rest ** 2)
+                       / self.counts.to(values.dtype)[:, None])
         return rest * mean_square.clamp_min(torch.finfo(values.dtype).tiny).rsqrt()[m]
 
     def _independent(self, projected: torch.Tensor, d: int) -> torch.Tensor:
@@ -272,13 +273,12 @@ class Enrichment:
         nodes, every coordinate varying, and a correlation matrix of the columns whose
         smallest eigenvalue is not negligible."""
         m, S = self.membership, self.gram_pinv.shape[0]
-        counts = torch.bincount(m, minlength=S)
         correlation = projected.new_zeros(S, self.width, self.width).index_add(
-            0, m, projected[:, :, None] * projected[:, None, :]) / counts.clamp_min(1)[:, None,
-                                                                                      None]
+            0, m, projected[:, :, None] * projected[:, None, :]) / self.counts.clamp_min(1)[
+                :, None, None]
         smallest = torch.linalg.eigvalsh(correlation)[:, 0]
         varying = torch.linalg.matrix_rank(self.gram_pinv, hermitian=True) == d + 1
-        return (counts >= 1 + d + self.width) & varying & (smallest > 1e-6)
+        return (self.counts >= 1 + d + self.width) & varying & (smallest > 1e-6)
 
     def _layout(self, S: int) -> tuple[Pattern, torch.Tensor, torch.Tensor]:
         """The enriched basis's pattern, the order of ``[linear values, extra values]`` in
