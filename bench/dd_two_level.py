@@ -49,6 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ops import machine_info, markdown_table, text_table  # noqa: E402
 
 from learnsolve import Trainer  # noqa: E402
+from learnsolve.evaluation import BASELINE_REGISTRY, BASELINES  # noqa: E402
 from learnsolve.nn import CoarseNet, EnrichmentNet  # noqa: E402
 from learnsolve.problems import (ProblemSet, disk, fem_problem, l_shape, mesh_size,  # noqa: E402
                                  random_polygon, random_schwarz_problem, rectangle,
@@ -109,11 +110,17 @@ def train(kind: str, solver: str, seed: int, problems, validation, epochs: int
 
 
 def iterations(solver: str, problem, coarse, interface=None) -> int | None:
-    ras = RAS(problem, coarse=coarse, interface=interface)
+    """The iterations of RAS with ``coarse`` (and ``interface``) in ``solver``."""
+    return solve_iterations(solver, problem, RAS(problem, coarse=coarse, interface=interface))
+
+
+def solve_iterations(solver: str, problem, M) -> int | None:
+    """The iterations of ``solver`` preconditioned by ``M`` to 1e-6, for the problem's
+    right-hand side of seed 0 (None if it did not converge)."""
     b = problem.random_rhs(seed=0)
     with torch.no_grad():
-        solution = (PCG(M=ras, rtol=1e-6) if solver == "pcg" else
-                    GMRES(M=ras, rtol=1e-6, restart=30))(problem.A, b)
+        solution = (PCG(M=M, rtol=1e-6) if solver == "pcg" else
+                    GMRES(M=M, rtol=1e-6, restart=30))(problem.A, b)
     return solution.iterations if solution.converged else None
 
 
@@ -164,7 +171,7 @@ def main(argv=None) -> dict:
         return (None if method == "one-level" else method), None
 
     counts = {solver: {} for solver in ("pcg", "gmres")}
-    factors = {}
+    factors, baselines = {}, {}
     for problem in problems:
         for solver in ("pcg", "gmres"):
             for method in methods:
@@ -174,9 +181,15 @@ def main(argv=None) -> dict:
             factors[problem.name, method] = RAS(
                 problem, coarse=coarse_of(method, "gmres")[0]).convergence_factor(
                 problem.A, iterations=args.factor_iterations)
+        for name in BASELINES:
+            baselines[problem.name, name] = solve_iterations("pcg", problem,
+                                                             BASELINE_REGISTRY[name][1]())
         print(f"  {problem.name}: done", flush=True)
 
     header = ["mesh", "subdomains"] + [f"{m} PCG / GMRES" for m in methods]
+    baseline_header = ["mesh"] + [f"{BASELINE_REGISTRY[name][0]} PCG" for name in BASELINES]
+    baseline_rows = [[p.name] + [str(baselines[p.name, name]) for name in BASELINES]
+                     for p in problems]
     rows = [[p.name, str(p.partition.num_parts)] + [
         f"{counts['pcg'][p.name, m]} / {counts['gmres'][p.name, m]}" for m in methods]
         for p in problems]
@@ -195,6 +208,13 @@ def main(argv=None) -> dict:
             summary.append(f"{solver.upper()}, {method} / {start} (its start): median "
                            f"{np.median(ratios):.2f}, best {min(ratios):.2f}, worst "
                            f"{max(ratios):.2f}")
+    for method in ["quadratic", *seeded]:
+        for name in ("ic0", "amg"):           # the strongest one-level baselines
+            ratios = [counts["pcg"][p.name, method] / baselines[p.name, name]
+                      for p in problems if counts["pcg"][p.name, method] is not None
+                      and baselines[p.name, name] is not None]
+            summary.append(f"PCG, {method} / {BASELINE_REGISTRY[name][0]}: median "
+                           f"{np.median(ratios):.2f}, worst {max(ratios):.2f}")
     by_parts = sorted(problems, key=lambda p: p.partition.num_parts)
     few, many = by_parts[0], by_parts[-1]
     for solver in ("pcg", "gmres"):
@@ -220,8 +240,10 @@ def main(argv=None) -> dict:
              + ", ".join(f"{solver.upper()} seed {seed}: "
                          + ("the start" if epoch == -1 else str(epoch))
                          for (solver, seed), epoch in kept.items())]
-    print(*intro, text_table(header, rows), *summary, sep="\n")
-    report = {"counts": counts, "factors": factors, "summary": summary}
+    print(*intro, text_table(header, rows), text_table(baseline_header, baseline_rows),
+          *summary, sep="\n")
+    report = {"counts": counts, "factors": factors, "baselines": baselines,
+              "summary": summary}
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("# Two-level Schwarz on held-out meshes: classical and learned coarse "
@@ -229,7 +251,9 @@ def main(argv=None) -> dict:
                     + "\n\n`python bench/dd_two_level.py` (see its docstring). Cells: PCG / "
                     "GMRES(30) iterations to 1e-6; learned networks trained with the loss of "
                     "the solver they serve.\n\n" + "\n".join(f"- {line}" for line in intro)
-                    + "\n\n" + markdown_table(header, rows) + "\n\n"
+                    + "\n\n" + markdown_table(header, rows) + "\n\nThe same right-"
+                    "hand sides with PCG and the classical one-level preconditioners:\n\n"
+                    + markdown_table(baseline_header, baseline_rows) + "\n\n"
                     + "\n".join(f"- {line}" for line in summary) + "\n")
     return report
 

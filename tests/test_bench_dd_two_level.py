@@ -12,7 +12,7 @@ def test_two_level_benchmark_reports(tmp_path):
     path = tmp_path / "dd.md"
     report = dd_two_level.main(["--quick", "--markdown", str(path)])
     text = path.read_text()
-    assert text.count("nodes |") == 3                               # one row per mesh
+    assert text.count("nodes |") == 2 * 3          # one row per mesh, in each of two tables
     for solver in ("pcg", "gmres"):
         counts = report["counts"][solver]
         assert len(counts) == 3 * 7 and all(v is not None for v in counts.values())
@@ -24,3 +24,9 @@ def test_two_level_benchmark_reports(tmp_path):
                report["summary"])
     assert any(line.startswith("PCG, learned (seed 0) / quadratic (its start): median") for line
                in report["summary"])
+    baselines = report["baselines"]                              # none, Jacobi, IC(0), AMG
+    assert len(baselines) == 3 * 4 and all(v is not None for v in baselines.values())
+    for (mesh, method), value in report["counts"]["pcg"].items():
+        if method == "quadratic":
+            assert value < baselines[mesh, "none"], mesh
+    assert any(line.startswith("PCG, quadratic / IC(0): median") for line in report["summary"])
