@@ -427,3 +427,90 @@ def test_add_and_spgemm_save_only_what_the_backward_reads(op, operands, wanted, 
     operands[read].add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         torch.autograd.grad(out.sum(), leaf)
+
+
+# ------------------------------------------------------------------ the recorded nodes
+# cuda/autograd/node.h: hand-written nodes, as torch's generated ones, not
+# torch::autograd::Function's. What Function gave for free is checked here: the
+# saved-tensor hooks, the error of a second backward, compiled autograd.
+
+def _recorded(op):
+    """(a function of the leaves, the leaves) of ``op`` with every differentiable
+    input requiring grad, on a small matrix."""
+    if op in PRODUCTS:
+        f, inputs = _function(op, _operands("square", op, False, True), "both", False)
+    elif op == "sptrsv":
+        A = _solve_matrix()
+        f, inputs = _solve_function(A, True, False, False, True, "both",
+                                    randn(A.shape[0], dtype=torch.float64))
+    elif op == "csr_add_values":
+        f, inputs = _call(op, _add_operands(), ADD_INPUTS)
+    else:
+        f, inputs = _call(op, _spgemm_operands(("square", "square")), ("values_a", "values_b"))
+    return f, inputs
+
+
+NODE_NAMES = {"spmv": "SpmvBackward", "spmm": "SpmmBackward", "sptrsv": "SptrsvBackward",
+              "csr_add_values": "CsrAddValuesBackward", "spgemm_numeric": "SpgemmNumericBackward"}
+SAVED = {"spmv": 7, "spmm": 7, "sptrsv": 10, "csr_add_values": 6, "spgemm_numeric": 8}
+
+
+@pytest.mark.parametrize("op", NODE_NAMES)
+def test_the_recorded_node_is_named_for_its_op(op):
+    f, inputs = _recorded(op)
+    assert f(*inputs).grad_fn.name() == f"learnsolve::{NODE_NAMES[op]}"
+
+
+@pytest.mark.parametrize("op", NODE_NAMES)
+def test_saved_tensor_hooks_see_every_saved_tensor(op):
+    """torch.autograd.graph.saved_tensors_hooks (activation offloading, checkpointing)
+    packs each tensor the node saves, and the backward reads the unpacked copies."""
+    f, inputs = _recorded(op)
+    expected = torch.autograd.grad(f(*inputs).sum(), inputs)
+    packed = []
+
+    def pack(t):
+        packed.append(t)
+        return t.clone()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = f(*inputs)
+    assert len(packed) == SAVED[op]
+    with torch.no_grad():
+        for t in packed:                    # the originals may now change: copies were saved
+            if t.is_floating_point():
+                t.add_(1.0)
+    for got, want in zip(torch.autograd.grad(out.sum(), inputs), expected):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("op", NODE_NAMES)
+def test_a_second_backward_needs_retain_graph(op):
+    f, inputs = _recorded(op)
+    out = f(*inputs).sum()
+    first = torch.autograd.grad(out, inputs, retain_graph=True)
+    for got, want in zip(torch.autograd.grad(out, inputs), first):
+        torch.testing.assert_close(got, want)
+    out = f(*inputs).sum()
+    torch.autograd.grad(out, inputs)
+    with pytest.raises(RuntimeError, match="second time"):
+        torch.autograd.grad(out, inputs)
+
+
+@pytest.mark.parametrize("op", NODE_NAMES)
+def test_compiled_autograd_gives_the_eager_gradients(op):
+    """The backward traced by torch._dynamo.compiled_autograd (the node's
+    compiled_args and apply_with_saved) gives the gradients of the eager one."""
+    from torch._dynamo import compiled_autograd
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    f, inputs = _recorded(op)
+    expected = torch.autograd.grad(f(*inputs).sum(), inputs)
+    out = f(*inputs).sum()
+    with compiled_autograd._enable(torch.compile(backend="eager")):
+        out.backward()
+    assert counters["compiled_autograd"]["captures"] == 1
+    for leaf, want in zip(inputs, expected):
+        torch.testing.assert_close(leaf.grad, want)

@@ -14,7 +14,7 @@
 
 #include <utility>
 
-#include "common.h"
+#include "node.h"
 
 namespace learnsolve {
 namespace autograd {
@@ -34,15 +34,6 @@ const c10::TypedOperatorHandle<GatherSignature>& gather_scaled_op() {
   return op;
 }
 
-// Indices of the differentiable inputs among the tensor inputs (values_a,
-// map_a, values_b, map_b, alpha, beta: nnz is not one).
-constexpr size_t kValuesAEdge = 0, kValuesBEdge = 2, kAlphaEdge = 4, kBetaEdge = 5;
-
-// Saved tensors, per operand: its values (only where its scale requires grad:
-// d scale reads them), its map and its scale (only where its values or its
-// scale require grad). An undefined tensor stands for one not saved.
-enum AddSaved { kValuesA, kMapA, kAlpha, kValuesB, kMapB, kBeta };
-
 // One operand's gradients: (d values, d scale), each undefined where not asked for.
 std::pair<Tensor, Tensor> operand_grads(const Tensor& grad, const Tensor& values,
                                         const Tensor& map, const Tensor& scale,
@@ -57,51 +48,53 @@ std::pair<Tensor, Tensor> operand_grads(const Tensor& grad, const Tensor& values
   return {grad_values, grad_scale};
 }
 
-struct AddFunction : public torch::autograd::Function<AddFunction> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& values_a, const Tensor& map_a,
-                        const Tensor& values_b, const Tensor& map_b, int64_t nnz,
-                        const Tensor& alpha, const Tensor& beta) {
-    Tensor out;
-    {
-      at::AutoDispatchBelowADInplaceOrView below;
-      out = csr_add_values_op().call(values_a, map_a, values_b, map_b, nnz, alpha, beta);
-    }
-    const bool for_a = values_a.requires_grad() || alpha.requires_grad();
-    const bool for_b = values_b.requires_grad() || beta.requires_grad();
-    const Tensor none;
-    ctx->save_for_backward({alpha.requires_grad() ? values_a : none, for_a ? map_a : none,
-                            for_a ? alpha : none, beta.requires_grad() ? values_b : none,
-                            for_b ? map_b : none, for_b ? beta : none});
-    return out;
-  }
+// The backward of alpha A + beta B (node.h). Saved, per operand: its values
+// (only where its scale requires grad: d scale reads them), its map and its
+// scale (only where its values or its scale require grad). Edges: values_a,
+// values_b, alpha, beta.
+enum AddSaved { kValuesA, kMapA, kAlpha, kValuesB, kMapB, kBeta };
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
+struct AddBackward {
+  static constexpr const char* kName = "learnsolve::CsrAddValuesBackward";
+  static constexpr size_t kSaved = 6, kEdges = 4;
+
+  static variable_list backward(const variable_list& grads, const std::vector<bool>& need,
+                                const std::vector<Tensor>& saved, const std::vector<bool>&,
+                                const std::vector<c10::SymInt>&) {
     const Tensor& grad = grads[0];
-
+    if (!grad.defined()) return {Tensor(), Tensor(), Tensor(), Tensor()};
     const BelowAutogradUnlessRecording dispatch;
-    auto [grad_values_a, grad_alpha] =
-        operand_grads(grad, saved[kValuesA], saved[kMapA], saved[kAlpha],
-                      ctx->needs_input_grad(kValuesAEdge), ctx->needs_input_grad(kAlphaEdge));
-    auto [grad_values_b, grad_beta] =
-        operand_grads(grad, saved[kValuesB], saved[kMapB], saved[kBeta],
-                      ctx->needs_input_grad(kValuesBEdge), ctx->needs_input_grad(kBetaEdge));
-    // One per argument of forward: values_a, map_a, values_b, map_b, nnz, alpha, beta.
-    return {grad_values_a, Tensor(), grad_values_b, Tensor(), Tensor(), grad_alpha, grad_beta};
+    auto [grad_values_a, grad_alpha] = operand_grads(grad, saved[kValuesA], saved[kMapA],
+                                                     saved[kAlpha], need[0], need[2]);
+    auto [grad_values_b, grad_beta] = operand_grads(grad, saved[kValuesB], saved[kMapB],
+                                                    saved[kBeta], need[1], need[3]);
+    return {std::move(grad_values_a), std::move(grad_values_b), std::move(grad_alpha),
+            std::move(grad_beta)};
   }
 };
 
-// The Autograd kernel: without a graph to record, straight to the device
-// kernel, else through the Function, which records the node.
+// The Autograd kernel: the device kernel, and, with a graph to record, an
+// AddBackward node on the output.
 Tensor csr_add_values_autograd(c10::DispatchKeySet keys, const Tensor& values_a,
                                const Tensor& map_a, const Tensor& values_b, const Tensor& map_b,
                                int64_t nnz, const Tensor& alpha, const Tensor& beta) {
-  if (nothing_to_record(values_a, values_b, alpha, beta)) {
+  Tensor out;
+  {
     at::AutoDispatchBelowADInplaceOrView below;
-    return csr_add_values_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, values_a,
-                                          map_a, values_b, map_b, nnz, alpha, beta);
+    out = csr_add_values_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, values_a,
+                                         map_a, values_b, map_b, nnz, alpha, beta);
   }
-  return AddFunction::apply(values_a, map_a, values_b, map_b, nnz, alpha, beta);
+  if (nothing_to_record(values_a, values_b, alpha, beta)) return out;
+  refuse_tangents("csr_add_values", values_a, values_b, alpha, beta);
+  const bool for_a = values_a.requires_grad() || alpha.requires_grad();
+  const bool for_b = values_b.requires_grad() || beta.requires_grad();
+  const Tensor none;
+  record<AddBackward>(out,
+                      {alpha.requires_grad() ? values_a : none, for_a ? map_a : none,
+                       for_a ? alpha : none, beta.requires_grad() ? values_b : none,
+                       for_b ? map_b : none, for_b ? beta : none},
+                      {}, {}, values_a, values_b, alpha, beta);
+  return out;
 }
 
 }  // namespace

@@ -7,7 +7,8 @@
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
-#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/saved_variable.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -18,7 +19,7 @@ namespace autograd {
 
 using at::Tensor;
 using OptionalTensor = std::optional<Tensor>;
-using torch::autograd::AutogradContext;
+using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 
 // The typed handle of an op (look it up once, in a function-local static: the
@@ -27,11 +28,6 @@ template <typename Signature>
 c10::TypedOperatorHandle<Signature> find_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
 }
-
-// Indices of the differentiable inputs among the tensor inputs of the products
-// and the triangular solve (crow and col, always given, come first): the
-// values of A and the dense operand (x, or b).
-constexpr size_t kValuesEdge = 2, kOperandEdge = 3;
 
 // The ops that more than one backward calls.
 using SampledSignature = Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
@@ -72,12 +68,20 @@ inline OptionalTensor optional(const Tensor& t) {
 
 // Whether a call with these differentiable inputs has nothing for autograd to
 // do: no graph to record (grad mode off, or none requires grad) and no
-// forward-mode tangent (which goes to the Function, which refuses it: no jvp,
-// rather than being dropped).
+// forward-mode tangent (refused by refuse_tangents: no jvp, rather than being
+// dropped).
 template <typename... Tensors>
 bool nothing_to_record(const Tensors&... inputs) {
   const bool record = c10::GradMode::is_enabled() && (inputs.requires_grad() || ...);
   return !record && (!inputs._fw_grad(/*level=*/0).defined() && ...);
+}
+
+// A forward-mode tangent on a differentiable input: refused (no jvp is
+// defined), rather than dropped.
+template <typename... Tensors>
+void refuse_tangents(const char* op, const Tensors&... inputs) {
+  TORCH_CHECK((!inputs._fw_grad(/*level=*/0).defined() && ...), "learnsolve::", op,
+              ": forward-mode AD is not supported (no jvp formula); use reverse mode");
 }
 
 // Run in a backward: without a graph to record (create_graph=False) the ops

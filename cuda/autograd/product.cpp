@@ -17,7 +17,7 @@
 // autograd keys; without one, below them, straight to the device kernels.
 #include <tuple>
 
-#include "common.h"
+#include "node.h"
 
 namespace learnsolve {
 namespace autograd {
@@ -40,87 +40,82 @@ const c10::TypedOperatorHandle<FusedSignature>& spmv_backward_op() {
   return op;
 }
 
-// Saved tensors: crow, col, values (only where x requires grad: d x reads A),
-// x (only where values requires grad: d values reads x), t_crow, t_col, t_perm
-// (only where x requires grad). An undefined tensor stands for one not saved.
+// The backward of y = op(A) x (node.h). Saved: crow, col, values (only where
+// x requires grad: d x reads A), x (only where values requires grad: d values
+// reads x), t_crow, t_col, t_perm (only where x requires grad and they were
+// given). Flags: transpose. Sizes: the columns of A (rows of x), for A's
+// transpose. Edges: values, x.
 enum ProductSaved { kCrow, kCol, kValues, kX, kTCrow, kTCol, kTPerm };
 
 template <bool kMatrix>
-struct ProductFunction : public torch::autograd::Function<ProductFunction<kMatrix>> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& crow, const Tensor& col,
-                        const Tensor& values, const Tensor& x, const OptionalTensor& t_crow,
-                        const OptionalTensor& t_col, const OptionalTensor& t_perm,
-                        bool transpose) {
-    Tensor y;
-    {
-      at::AutoDispatchBelowADInplaceOrView below;
-      y = product_op<kMatrix>().call(crow, col, values, x, t_crow, t_col, t_perm, transpose);
-    }
-    const bool for_x = x.requires_grad(), for_values = values.requires_grad();
-    const Tensor none;
-    ctx->save_for_backward({crow, col, for_x ? values : none, for_values ? x : none,
-                            for_x ? t_crow.value_or(none) : none,
-                            for_x ? t_col.value_or(none) : none,
-                            for_x ? t_perm.value_or(none) : none});
-    ctx->saved_data["transpose"] = transpose;
-    ctx->saved_data["ncols"] = x.sym_size(0);  // of A (rows of x), for A's transpose
-    return y;
-  }
+struct ProductBackward {
+  static constexpr const char* kName =
+      kMatrix ? "learnsolve::SpmmBackward" : "learnsolve::SpmvBackward";
+  static constexpr size_t kSaved = 7, kEdges = 2;
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
+  static variable_list backward(const variable_list& grads, const std::vector<bool>& need,
+                                const std::vector<Tensor>& saved,
+                                const std::vector<bool>& flags,
+                                const std::vector<c10::SymInt>& sizes) {
+    const Tensor& grad = grads[0];
+    const bool need_values = need[0], need_x = need[1], transpose = flags[0];
+    if (!grad.defined()) return {Tensor(), Tensor()};
     const Tensor& crow = saved[kCrow];
     const Tensor& col = saved[kCol];
     const Tensor& values = saved[kValues];
     const Tensor& x = saved[kX];
-    OptionalTensor t_crow = optional(saved[kTCrow]), t_col = optional(saved[kTCol]),
-                   t_perm = optional(saved[kTPerm]);
-    const bool transpose = ctx->saved_data["transpose"].toBool();
-    const Tensor& grad = grads[0];
-    const bool need_values = ctx->needs_input_grad(kValuesEdge);
-    const bool need_x = ctx->needs_input_grad(kOperandEdge);
 
     const BelowAutogradUnlessRecording dispatch;
-
-    Tensor grad_values, grad_x;
     if (!kMatrix && need_values && need_x && !transpose) {
-      std::tie(grad_values, grad_x) = spmv_backward_op().call(crow, col, values, x, grad);
-    } else {
-      if (need_values) {
-        grad_values = transpose
-            ? sampled_matmul_op().call(crow, col, x, grad, std::nullopt, std::nullopt,
-                                       std::nullopt)
-            : sampled_matmul_op().call(crow, col, grad, x, std::nullopt, std::nullopt,
-                                       std::nullopt);
-      }
-      if (need_x) {
-        if (!transpose) {
-          std::tie(t_crow, t_col, t_perm) =
-              transpose_pattern(crow, col, ctx->saved_data["ncols"].toSymInt(), saved[kTCrow],
-                                saved[kTCol], saved[kTPerm]);
-        }
-        grad_x = product_op<kMatrix>().call(crow, col, values, grad, t_crow, t_col, t_perm,
-                                            !transpose);
-      }
+      auto [grad_values, grad_x] = spmv_backward_op().call(crow, col, values, x, grad);
+      return {grad_values, grad_x};
     }
-    return {Tensor(), Tensor(), grad_values, grad_x, Tensor(), Tensor(), Tensor(), Tensor()};
+    Tensor grad_values, grad_x;
+    if (need_values) {
+      grad_values = transpose ? sampled_matmul_op().call(crow, col, x, grad, std::nullopt,
+                                                         std::nullopt, std::nullopt)
+                              : sampled_matmul_op().call(crow, col, grad, x, std::nullopt,
+                                                         std::nullopt, std::nullopt);
+    }
+    if (need_x) {
+      OptionalTensor t_crow = optional(saved[kTCrow]), t_col = optional(saved[kTCol]),
+                     t_perm = optional(saved[kTPerm]);
+      if (!transpose) {
+        std::tie(t_crow, t_col, t_perm) = transpose_pattern(
+            crow, col, sizes[0], saved[kTCrow], saved[kTCol], saved[kTPerm]);
+      }
+      grad_x = product_op<kMatrix>().call(crow, col, values, grad, t_crow, t_col, t_perm,
+                                          !transpose);
+    }
+    return {grad_values, grad_x};
   }
 };
 
-// The Autograd kernel: without a graph to record (grad mode off, or neither
-// values nor x requiring grad) straight to the device kernel, else through the
-// Function, which records the node.
+// The Autograd kernel: the device kernel, and, with a graph to record, a
+// ProductBackward node on y.
 template <bool kMatrix>
 Tensor product_autograd(c10::DispatchKeySet keys, const Tensor& crow, const Tensor& col,
                         const Tensor& values, const Tensor& x, const OptionalTensor& t_crow,
                         const OptionalTensor& t_col, const OptionalTensor& t_perm,
                         bool transpose) {
-  if (nothing_to_record(values, x)) {
+  Tensor y;
+  {
     at::AutoDispatchBelowADInplaceOrView below;
-    return product_op<kMatrix>().redispatch(keys & c10::after_ADInplaceOrView_keyset, crow, col,
-                                            values, x, t_crow, t_col, t_perm, transpose);
+    y = product_op<kMatrix>().redispatch(keys & c10::after_ADInplaceOrView_keyset, crow, col,
+                                         values, x, t_crow, t_col, t_perm, transpose);
   }
-  return ProductFunction<kMatrix>::apply(crow, col, values, x, t_crow, t_col, t_perm, transpose);
+  if (nothing_to_record(values, x)) return y;
+  refuse_tangents(kMatrix ? "spmm" : "spmv", values, x);
+  const bool for_x = x.requires_grad(), for_values = values.requires_grad();
+  const bool given = t_crow.has_value() && t_col.has_value() && t_perm.has_value();
+  const Tensor none;
+  record<ProductBackward<kMatrix>>(
+      y,
+      {crow, col, for_x ? values : none, for_values ? x : none,
+       for_x && given ? *t_crow : none, for_x && given ? *t_col : none,
+       for_x && given ? *t_perm : none},
+      {transpose}, {x.sym_size(0)}, values, x);
+  return y;
 }
 
 TORCH_LIBRARY_IMPL(learnsolve, Autograd, m) {

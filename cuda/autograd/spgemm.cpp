@@ -10,7 +10,7 @@
 // Only entries inside the masks are computed; nothing is transposed. Only the
 // gradients the backward asks for are computed; the backward's ops are
 // themselves differentiable (double backward).
-#include "common.h"
+#include "node.h"
 
 namespace learnsolve {
 namespace autograd {
@@ -37,74 +37,64 @@ const c10::TypedOperatorHandle<SpgemmSignature>& spgemm_grad_b_op() {
   return op;
 }
 
-// Indices of the differentiable inputs among the tensor inputs (crow_a, col_a,
-// values_a, crow_b, col_b, values_b, crow_c, col_c).
-constexpr size_t kValuesAEdge = 2, kValuesBEdge = 5;
-
-// Saved tensors: the three patterns, values_a (only where values_b requires
-// grad: d values_b reads it) and values_b (only where values_a requires grad).
-// An undefined tensor stands for one not saved.
+// The backward of C = A B (node.h). Saved: the three patterns, values_a (only
+// where values_b requires grad: d values_b reads it) and values_b (only where
+// values_a requires grad). Sizes: the columns of B (and C). Edges: values_a,
+// values_b.
 enum SpgemmSaved { kCrowA, kColA, kValuesA, kCrowB, kColB, kValuesB, kCrowC, kColC };
 
-struct SpgemmFunction : public torch::autograd::Function<SpgemmFunction> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& crow_a, const Tensor& col_a,
-                        const Tensor& values_a, const Tensor& crow_b, const Tensor& col_b,
-                        const Tensor& values_b, const Tensor& crow_c, const Tensor& col_c,
-                        int64_t ncols) {
-    Tensor values_c;
-    {
-      at::AutoDispatchBelowADInplaceOrView below;
-      values_c = spgemm_numeric_op().call(crow_a, col_a, values_a, crow_b, col_b, values_b,
-                                          crow_c, col_c, ncols);
-    }
-    const Tensor none;
-    ctx->save_for_backward({crow_a, col_a, values_b.requires_grad() ? values_a : none, crow_b,
-                            col_b, values_a.requires_grad() ? values_b : none, crow_c, col_c});
-    ctx->saved_data["ncols"] = ncols;  // of B (and C)
-    return values_c;
-  }
+struct SpgemmBackward {
+  static constexpr const char* kName = "learnsolve::SpgemmNumericBackward";
+  static constexpr size_t kSaved = 8, kEdges = 2;
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
+  static variable_list backward(const variable_list& grads, const std::vector<bool>& need,
+                                const std::vector<Tensor>& saved, const std::vector<bool>&,
+                                const std::vector<c10::SymInt>& sizes) {
+    const Tensor& grad = grads[0];
+    if (!grad.defined()) return {Tensor(), Tensor()};
     const Tensor& crow_a = saved[kCrowA];
     const Tensor& col_a = saved[kColA];
     const Tensor& crow_b = saved[kCrowB];
     const Tensor& col_b = saved[kColB];
     const Tensor& crow_c = saved[kCrowC];
     const Tensor& col_c = saved[kColC];
-    const int64_t ncols = ctx->saved_data["ncols"].toInt();
-    const Tensor& grad = grads[0];
+    const int64_t ncols = sizes[0].guard_int(__FILE__, __LINE__);
 
     const BelowAutogradUnlessRecording dispatch;
     Tensor grad_values_a, grad_values_b;
-    if (ctx->needs_input_grad(kValuesAEdge)) {
+    if (need[0]) {
       grad_values_a = spgemm_masked_op().call(crow_a, col_a, crow_c, col_c, grad, crow_b, col_b,
                                               saved[kValuesB], ncols);
     }
-    if (ctx->needs_input_grad(kValuesBEdge)) {
+    if (need[1]) {
       grad_values_b = spgemm_grad_b_op().call(crow_a, col_a, saved[kValuesA], crow_c, col_c,
                                               grad, crow_b, col_b, ncols);
     }
-    // One per argument of forward: the three patterns and values, and ncols.
-    return {Tensor(), Tensor(), grad_values_a, Tensor(), Tensor(), grad_values_b,
-            Tensor(), Tensor(), Tensor()};
+    return {grad_values_a, grad_values_b};
   }
 };
 
-// The Autograd kernel: without a graph to record, straight to the device
-// kernel, else through the Function, which records the node.
+// The Autograd kernel: the device kernel, and, with a graph to record, an
+// SpgemmBackward node on C's values.
 Tensor spgemm_numeric_autograd(c10::DispatchKeySet keys, const Tensor& crow_a,
                                const Tensor& col_a, const Tensor& values_a, const Tensor& crow_b,
                                const Tensor& col_b, const Tensor& values_b, const Tensor& crow_c,
                                const Tensor& col_c, int64_t ncols) {
-  if (nothing_to_record(values_a, values_b)) {
+  Tensor values_c;
+  {
     at::AutoDispatchBelowADInplaceOrView below;
-    return spgemm_numeric_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, crow_a,
-                                          col_a, values_a, crow_b, col_b, values_b, crow_c,
-                                          col_c, ncols);
+    values_c = spgemm_numeric_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, crow_a,
+                                              col_a, values_a, crow_b, col_b, values_b, crow_c,
+                                              col_c, ncols);
   }
-  return SpgemmFunction::apply(crow_a, col_a, values_a, crow_b, col_b, values_b, crow_c, col_c,
-                               ncols);
+  if (nothing_to_record(values_a, values_b)) return values_c;
+  refuse_tangents("spgemm_numeric", values_a, values_b);
+  const Tensor none;
+  record<SpgemmBackward>(values_c,
+                         {crow_a, col_a, values_b.requires_grad() ? values_a : none, crow_b,
+                          col_b, values_a.requires_grad() ? values_b : none, crow_c, col_c},
+                         {}, {c10::SymInt(ncols)}, values_a, values_b);
+  return values_c;
 }
 
 }  // namespace

@@ -20,7 +20,7 @@
 
 #include <tuple>
 
-#include "common.h"
+#include "node.h"
 
 namespace learnsolve {
 namespace autograd {
@@ -53,34 +53,22 @@ Tensor triangle_mask(const Tensor& crow, const Tensor& col, bool lower, bool uni
   return lower ? col.le(row) : col.ge(row);
 }
 
-// Saved tensors: crow, col, values, the solution x (only where values requires
-// grad: d values reads it), the level analysis, and t_crow, t_col, t_perm
-// (undefined where not given: computed in the backward).
+// The backward of x = op(T)^{-1} b (node.h). Saved: crow, col, values, the
+// solution x (only where values requires grad: d values reads it), the level
+// analysis, and t_crow, t_col, t_perm (undefined where not given: computed in
+// the backward). Flags: lower, unit_diagonal, transpose. Edges: values, b.
 enum SolveSaved { kCrow, kCol, kValues, kX, kLevelPtr, kLevelRows, kDiag, kTCrow, kTCol, kTPerm };
 
-struct SolveFunction : public torch::autograd::Function<SolveFunction> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& crow, const Tensor& col,
-                        const Tensor& values, const Tensor& b, const Tensor& level_ptr,
-                        const Tensor& level_rows, const Tensor& diag, bool lower,
-                        bool unit_diagonal, const OptionalTensor& t_crow,
-                        const OptionalTensor& t_col, const OptionalTensor& t_perm,
-                        bool transpose) {
-    Tensor x;
-    {
-      at::AutoDispatchBelowADInplaceOrView below;
-      x = sptrsv_op().call(crow, col, values, b, level_ptr, level_rows, diag, lower,
-                           unit_diagonal, t_crow, t_col, t_perm, transpose);
-    }
-    const Tensor none;
-    ctx->save_for_backward({crow, col, values, values.requires_grad() ? x : none, level_ptr,
-                            level_rows, diag, t_crow.value_or(none), t_col.value_or(none),
-                            t_perm.value_or(none)});
-    ctx->saved_data["flags"] = (lower ? 1 : 0) | (unit_diagonal ? 2 : 0) | (transpose ? 4 : 0);
-    return x;
-  }
+struct SolveBackward {
+  static constexpr const char* kName = "learnsolve::SptrsvBackward";
+  static constexpr size_t kSaved = 10, kEdges = 2;
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
+  static variable_list backward(const variable_list& grads, const std::vector<bool>& need,
+                                const std::vector<Tensor>& saved,
+                                const std::vector<bool>& flags,
+                                const std::vector<c10::SymInt>&) {
+    const Tensor& grad = grads[0];
+    if (!grad.defined()) return {Tensor(), Tensor()};
     const Tensor& crow = saved[kCrow];
     const Tensor& col = saved[kCol];
     const Tensor& values = saved[kValues];
@@ -88,18 +76,13 @@ struct SolveFunction : public torch::autograd::Function<SolveFunction> {
     const Tensor& level_ptr = saved[kLevelPtr];
     const Tensor& level_rows = saved[kLevelRows];
     const Tensor& diag = saved[kDiag];
-    Tensor t_crow = saved[kTCrow], t_col = saved[kTCol], t_perm = saved[kTPerm];
-    const int64_t flags = ctx->saved_data["flags"].toInt();
-    const bool lower = (flags & 1) != 0, unit_diagonal = (flags & 2) != 0,
-               transpose = (flags & 4) != 0;
-    const Tensor& grad = grads[0];
-    const bool need_values = ctx->needs_input_grad(kValuesEdge);
-    const bool need_b = ctx->needs_input_grad(kOperandEdge);
+    const bool lower = flags[0], unit_diagonal = flags[1], transpose = flags[2];
+    const bool need_values = need[0], need_b = need[1];
 
     const BelowAutogradUnlessRecording dispatch;
     // A is square: as many columns as rows.
-    std::tie(t_crow, t_col, t_perm) =
-        transpose_pattern(crow, col, crow.sym_size(0) - 1, t_crow, t_col, t_perm);
+    const auto [t_crow, t_col, t_perm] = transpose_pattern(
+        crow, col, crow.sym_size(0) - 1, saved[kTCrow], saved[kTCol], saved[kTPerm]);
     Tensor grad_values, grad_b;
     if (need_values && !c10::GradMode::is_enabled()) {
       std::tie(grad_values, grad_b) =
@@ -118,31 +101,34 @@ struct SolveFunction : public torch::autograd::Function<SolveFunction> {
       }
       grad_b = w;
     }
-    // One per argument of forward: crow, col, values, b, the analysis (3), the
-    // flags (2), the transpose arrays (3), transpose.
-    variable_list result(13);
-    if (need_values) result[2] = grad_values;
-    if (need_b) result[3] = grad_b;
-    return result;
+    return {need_values ? grad_values : Tensor(), need_b ? grad_b : Tensor()};
   }
 };
 
-// The Autograd kernel: without a graph to record, straight to the device
-// kernel, else through the Function, which records the node.
+// The Autograd kernel: the device kernel, and, with a graph to record, a
+// SolveBackward node on x.
 Tensor sptrsv_autograd(c10::DispatchKeySet keys, const Tensor& crow, const Tensor& col,
                        const Tensor& values, const Tensor& b, const Tensor& level_ptr,
                        const Tensor& level_rows, const Tensor& diag, bool lower,
                        bool unit_diagonal, const OptionalTensor& t_crow,
                        const OptionalTensor& t_col, const OptionalTensor& t_perm,
                        bool transpose) {
-  if (nothing_to_record(values, b)) {
+  Tensor x;
+  {
     at::AutoDispatchBelowADInplaceOrView below;
-    return sptrsv_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, crow, col, values, b,
-                                  level_ptr, level_rows, diag, lower, unit_diagonal, t_crow,
-                                  t_col, t_perm, transpose);
+    x = sptrsv_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, crow, col, values, b,
+                               level_ptr, level_rows, diag, lower, unit_diagonal, t_crow, t_col,
+                               t_perm, transpose);
   }
-  return SolveFunction::apply(crow, col, values, b, level_ptr, level_rows, diag, lower,
-                              unit_diagonal, t_crow, t_col, t_perm, transpose);
+  if (nothing_to_record(values, b)) return x;
+  refuse_tangents("sptrsv", values, b);
+  const Tensor none;
+  record<SolveBackward>(x,
+                        {crow, col, values, values.requires_grad() ? x : none, level_ptr,
+                         level_rows, diag, t_crow.value_or(none), t_col.value_or(none),
+                         t_perm.value_or(none)},
+                        {lower, unit_diagonal, transpose}, {}, values, b);
+  return x;
 }
 
 TORCH_LIBRARY_IMPL(learnsolve, Autograd, m) { m.impl("sptrsv", TORCH_FN(sptrsv_autograd)); }
