@@ -36,6 +36,8 @@ def spmv(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, x: torch.T
          t_crow: torch.Tensor | None = None, t_col: torch.Tensor | None = None,
          t_perm: torch.Tensor | None = None, transpose: bool = False) -> torch.Tensor:
     """``A x`` (``A^T x`` with ``transpose=True``, through the transpose pattern)."""
+    if t_crow is None and not transpose:    # the schema's defaults: 0.3 us less to parse
+        return _lib.spmv(crow, col, values, x)
     return _lib.spmv(crow, col, values, x, t_crow, t_col, t_perm, transpose)
 
 
@@ -43,6 +45,8 @@ def spmm(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, x: torch.T
          t_crow: torch.Tensor | None = None, t_col: torch.Tensor | None = None,
          t_perm: torch.Tensor | None = None, transpose: bool = False) -> torch.Tensor:
     """``A X`` for a dense ``X`` (``A^T X`` with ``transpose=True``)."""
+    if t_crow is None and not transpose:
+        return _lib.spmm(crow, col, values, x)
     return _lib.spmm(crow, col, values, x, t_crow, t_col, t_perm, transpose)
 
 

@@ -140,6 +140,8 @@ def check_int(k, name: str) -> int:
 
 def check_scalar(alpha, name: str = "alpha"):
     """A Python number or a 0-d tensor (kept as a tensor, so it stays differentiable)."""
+    if type(alpha) is float:    # the common case, before the slower ABC check below
+        return alpha
     if isinstance(alpha, torch.Tensor):
         if alpha.dim() != 0:
             raise ValueError(f"{name}: expected a 0-d tensor or a number, got shape "
