@@ -123,18 +123,33 @@ void solve_serial(const TriangularSystem<scalar_t>& s, bool transpose, int64_t k
     for (int64_t c = 0; c < k; ++c) x[i * k + c] /= d;
   };
   const bool ascending = s.lower != transpose;
+  // The row solved last and its value, kept in a register (k == 1): a row
+  // that reads it (a band's neighbour, the usual last entry before the
+  // diagonal) takes it from there, not from memory through the store it was
+  // just given, which puts a store-to-load forwarding on the solve's
+  // critical path (the rows form one chain of dependencies). The same
+  // products and sums in the same order: the same results.
+  int64_t last = -1;
+  scalar_t last_value = 0;
   for (int64_t step = 0; step < s.n; ++step) {
     const int64_t i = ascending ? step : s.n - 1 - step;
     const int64_t begin = off_begin(i), end = off_end(i);
     scalar_t* xi = x + i * k;
     if (!transpose) {  // x_i = (b_i - sum_j T_ij x_j) / T_ii
       if (k == 1) {
-        // The row's value stays in a register until it is final: one store,
-        // so that the next row's load of it waits for one store, not two.
         scalar_t acc = xi[0];
-        for (int64_t p = begin; p < end; ++p) acc -= v[p] * x[ci[p]];
+        for (int64_t p = begin; p < end; ++p) {
+          const int64_t j = ci[p];
+          if (__builtin_expect(j == last, 1)) {
+            acc -= v[p] * last_value;
+          } else {
+            acc -= v[p] * x[j];
+          }
+        }
         if (!s.unit) acc /= v[s.diag[i]];
         xi[0] = acc;
+        last = i;
+        last_value = acc;
       } else {
         for (int64_t p = begin; p < end; ++p) {
           const scalar_t* xj = x + ci[p] * k;
