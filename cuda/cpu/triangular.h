@@ -128,7 +128,8 @@ void solve_serial(const TriangularSystem<scalar_t>& s, bool transpose, int64_t k
   // diagonal) takes it from there, not from memory through the store it was
   // just given, which puts a store-to-load forwarding on the solve's
   // critical path (the rows form one chain of dependencies). The same
-  // products and sums in the same order: the same results.
+  // products and sums in the same order: the same results. (Transposed: the
+  // next row's b as last updated.)
   int64_t last = -1;
   scalar_t last_value = 0;
   for (int64_t step = 0; step < s.n; ++step) {
@@ -157,7 +158,23 @@ void solve_serial(const TriangularSystem<scalar_t>& s, bool transpose, int64_t k
         }
         divide(i);
       }
-    } else {  // x_i is final; b_j -= T_ij x_i for the j it feeds
+    } else if (k == 1) {  // x_i is final; b_j -= T_ij x_i for the j it feeds
+      // As above, from the other side: the update of the next row's b, the
+      // last thing written before that row is solved, is kept in a register.
+      scalar_t value = last == i ? last_value : xi[0];
+      if (!s.unit) value /= v[s.diag[i]];
+      xi[0] = value;
+      const int64_t next = ascending ? i + 1 : i - 1;
+      for (int64_t p = begin; p < end; ++p) {
+        const int64_t j = ci[p];
+        const scalar_t updated = x[j] - v[p] * value;
+        x[j] = updated;
+        if (j == next) {
+          last = j;
+          last_value = updated;
+        }
+      }
+    } else {
       divide(i);
       for (int64_t p = begin; p < end; ++p) {
         scalar_t* xj = x + ci[p] * k;
