@@ -4,8 +4,8 @@
 // tensors, with none of Function's general bookkeeping (the variable_info of
 // every input and output, a string-keyed map of saved data), and applying it
 // calls the backward formula directly. Measured on SpMV at N = 1,000 (one
-// thread): a graph-recording call 8.2 us against 10.5, forward and backward
-// 35 against 46 (bench/overhead.py).
+// thread): a graph-recording call 8.6 us against 11.5, forward and backward
+// 36 against 46 (bench/overhead.py).
 //
 // A node type gives its name, its number of saved tensors and of edges (the
 // differentiable inputs, in order), and its backward as a function of the
@@ -30,8 +30,10 @@
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/dynamo/compiled_autograd.h>
 
+#include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
@@ -141,6 +143,18 @@ struct SavedNode : public torch::autograd::Node {
   }
 };
 
+// A new node: nodes are held by c10::intrusive_ptr since torch 2.12
+// (pytorch/pytorch#181782), by std::shared_ptr before (the GPU machine's 2.11).
+template <typename T>
+auto make_node() {
+  if constexpr (std::is_same_v<decltype(torch::autograd::Edge::function),
+                               std::shared_ptr<torch::autograd::Node>>) {
+    return std::make_shared<T>();
+  } else {
+    return c10::make_intrusive<T>();
+  }
+}
+
 // Records the node of Backward on output, an op's fresh output: its edges go
 // to the differentiable inputs (in Backward's order), and it saves the given
 // tensors (undefined ones stand for tensors not saved; the output itself may
@@ -149,7 +163,7 @@ template <typename Backward, typename... Inputs>
 void record(const Tensor& output, const std::vector<Tensor>& tensors, std::vector<bool> flags,
             std::vector<c10::SymInt> sizes, const Inputs&... inputs) {
   static_assert(sizeof...(Inputs) == Backward::kEdges, "one input per edge");
-  auto node = c10::make_intrusive<SavedNode<Backward>>();
+  auto node = make_node<SavedNode<Backward>>();
   node->set_next_edges(torch::autograd::collect_next_edges(inputs...));
   node->flags = std::move(flags);
   node->sizes = std::move(sizes);
