@@ -10,7 +10,9 @@ registered are the C++ ones; that a backward computes only the gradients asked f
 """
 from __future__ import annotations
 
+import gc
 import re
+import weakref
 
 import numpy as np
 import pytest
@@ -514,3 +516,18 @@ def test_compiled_autograd_gives_the_eager_gradients(op):
     assert counters["compiled_autograd"]["captures"] == 1
     for leaf, want in zip(inputs, expected):
         torch.testing.assert_close(leaf.grad, want)
+
+
+def test_the_saved_solution_makes_no_reference_cycle():
+    """The solve saves its own output x (d values reads it) without x's grad_fn, the
+    node itself: otherwise node and x would keep each other, and the saved values,
+    alive after the caller let go of them."""
+    A = _solve_matrix()
+    f, inputs = _solve_function(A, True, False, False, True, "both",
+                                randn(A.shape[0], dtype=torch.float64))
+    released = weakref.ref(inputs[0])       # the values leaf, which the node saves
+    x = f(*inputs)
+    assert x.grad_fn is not None
+    del x, inputs
+    gc.collect()
+    assert released() is None
