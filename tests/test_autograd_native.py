@@ -92,7 +92,8 @@ def test_matches_dense_gradients(product, transpose):
     torch.testing.assert_close(grad_x, dense_x)
 
 
-@pytest.mark.parametrize("op", [*PRODUCTS, "sptrsv", "csr_add_values", "spgemm_numeric"])
+@pytest.mark.parametrize("op", [*PRODUCTS, "sptrsv", "csr_add_values", "spgemm_numeric",
+                                "sampled_matmul", "gather_scaled", "scatter_add_scaled"])
 def test_the_autograd_kernel_is_the_cpp_one(op):
     """Registered in C++ at the Autograd key, not by torch.library.register_autograd
     (whose kernels the dispatcher lists as registered in torch/library.py)."""
@@ -431,6 +432,97 @@ def test_add_and_spgemm_save_only_what_the_backward_reads(op, operands, wanted, 
         torch.autograd.grad(out.sum(), leaf)
 
 
+# ------------------------------------------------------------------ sampled product, moves
+
+def _sampled_operands(cached, columns=3, case="wide", device="cpu"):
+    """{crow, col, x, y, t_crow, t_col, t_perm} of (X Y^T) ⊙ mask(A), float64; vectors
+    where ``columns`` is None."""
+    S, A = make(case, torch.float64, device)
+    shape = () if columns is None else (columns,)
+    transposed = A.pattern.transpose_arrays() if cached else (None,) * 3
+    return dict(zip(("crow", "col", "x", "y", "t_crow", "t_col", "t_perm"),
+                    (A.crow_indices, A.pattern.kernel_col(), randn(A.shape[0], *shape),
+                     randn(A.shape[1], *shape, seed=1), *transposed)))
+
+
+def _move_operands(op, scaled=True):
+    """{source, index, (size,) alpha} of a gather or a scatter, float64, with repeated
+    and missing positions; alpha None where not ``scaled``."""
+    index = torch.tensor([5, 0, 0, 3, 2])
+    alpha = torch.tensor(1.5, dtype=torch.float64) if scaled else None
+    if op == "gather_scaled":
+        return {"source": randn(6), "index": index, "alpha": alpha}
+    return {"source": randn(5), "index": index, "size": 6, "alpha": alpha}
+
+
+@pytest.mark.parametrize("columns", [None, 3], ids=["vectors", "matrices"])
+@pytest.mark.parametrize("cached", [False, True], ids=["", "cached-transpose"])
+@pytest.mark.parametrize("requires", [("x",), ("y",), ("x", "y")], ids="+".join)
+@pytest.mark.parametrize("case", ["wide", "empty_rows_cols", "nnz0"])
+def test_sampled_gradcheck_and_gradgradcheck(case, requires, cached, columns, device):
+    f, inputs = _call("sampled_matmul", _sampled_operands(cached, columns, case, device),
+                      requires)
+    assert gradcheck(f, inputs)
+    assert gradgradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("op", ["gather_scaled", "scatter_add_scaled"])
+@pytest.mark.parametrize("requires", [("source",), ("alpha",), ("source", "alpha")],
+                         ids="+".join)
+def test_moves_gradcheck_and_gradgradcheck(op, requires):
+    f, inputs = _call(op, _move_operands(op), requires)
+    assert gradcheck(f, inputs)
+    assert gradgradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("op", ["gather_scaled", "scatter_add_scaled"])
+def test_moves_without_a_scale(op):
+    """alpha omitted: a scale of one, and a gradient for the source alone."""
+    f, inputs = _call(op, _move_operands(op, scaled=False), ("source",))
+    assert gradcheck(f, inputs)
+    assert gradgradcheck(f, inputs)
+    scaled, _ = _call(op, _move_operands(op), ("source",))
+    torch.testing.assert_close(f(*inputs) * 1.5, scaled(*inputs))
+
+
+@pytest.mark.parametrize("op, wanted, read, not_read", [
+    # d x = S(g) Y reads y, not x; d y = S(g)^T X reads x, not y
+    ("sampled_matmul", "x", "y", ("x",)),
+    ("sampled_matmul", "y", "x", ("y",)),
+    # d source = scatter/gather(alpha g) reads alpha, not source
+    ("gather_scaled", "source", "alpha", ("source",)),
+    ("scatter_add_scaled", "source", "alpha", ("source",)),
+    # d alpha = <g, source[index]> reads the source
+    ("gather_scaled", "alpha", "source", ()),
+    ("scatter_add_scaled", "alpha", "source", ())])
+def test_sampled_and_moves_save_only_what_the_backward_reads(op, wanted, read, not_read):
+    """What is saved may not change in place before the backward; the rest may."""
+    operands = _sampled_operands(True) if op == "sampled_matmul" else _move_operands(op)
+    leaf = operands[wanted] = operands[wanted].clone().requires_grad_()
+    out = getattr(ops, op)(**operands)
+    with torch.no_grad():
+        for name in not_read:
+            operands[name].add_(1.0)
+    assert torch.autograd.grad(out.sum(), leaf)[0] is not None
+    out = getattr(ops, op)(**operands)
+    operands[read].add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(out.sum(), leaf)
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_sampled_and_moves_compute_only_the_gradients_needed(create_graph):
+    def run(op, wrt, requires):
+        operands = _sampled_operands(True) if op == "sampled_matmul" else _move_operands(op)
+        return _ops_backward(op, operands, requires, wrt, create_graph)
+
+    assert run("sampled_matmul", ("x",), ("x", "y")) == ["spmm"]
+    assert run("sampled_matmul", ("x", "y"), ("x", "y")) == ["spmm", "spmm"]
+    assert run("gather_scaled", ("source",), ("source", "alpha")) == ["scatter_add_scaled"]
+    assert run("gather_scaled", ("alpha",), ("source", "alpha")) == ["gather_scaled"]
+    assert run("scatter_add_scaled", ("source",), ("source", "alpha")) == ["gather_scaled"]
+
+
 # ------------------------------------------------------------------ the recorded nodes
 # cuda/autograd/node.h: hand-written nodes, as torch's generated ones, not
 # torch::autograd::Function's. What Function gave for free is checked here: the
@@ -447,14 +539,21 @@ def _recorded(op):
                                     randn(A.shape[0], dtype=torch.float64))
     elif op == "csr_add_values":
         f, inputs = _call(op, _add_operands(), ADD_INPUTS)
-    else:
+    elif op == "spgemm_numeric":
         f, inputs = _call(op, _spgemm_operands(("square", "square")), ("values_a", "values_b"))
+    elif op == "sampled_matmul":
+        f, inputs = _call(op, _sampled_operands(True), ("x", "y"))
+    else:
+        f, inputs = _call(op, _move_operands(op), ("source", "alpha"))
     return f, inputs
 
 
 NODE_NAMES = {"spmv": "SpmvBackward", "spmm": "SpmmBackward", "sptrsv": "SptrsvBackward",
-              "csr_add_values": "CsrAddValuesBackward", "spgemm_numeric": "SpgemmNumericBackward"}
-SAVED = {"spmv": 7, "spmm": 7, "sptrsv": 10, "csr_add_values": 6, "spgemm_numeric": 8}
+              "csr_add_values": "CsrAddValuesBackward", "spgemm_numeric": "SpgemmNumericBackward",
+              "sampled_matmul": "SampledMatmulBackward", "gather_scaled": "GatherScaledBackward",
+              "scatter_add_scaled": "ScatterAddScaledBackward"}
+SAVED = {"spmv": 7, "spmm": 7, "sptrsv": 10, "csr_add_values": 6, "spgemm_numeric": 8,
+         "sampled_matmul": 7, "gather_scaled": 3, "scatter_add_scaled": 3}
 
 
 @pytest.mark.parametrize("op", NODE_NAMES)

@@ -22,15 +22,9 @@ namespace {
 
 using AddSignature = Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                             int64_t, const Tensor&, const Tensor&);
-using GatherSignature = Tensor(const Tensor&, const Tensor&, const OptionalTensor&);
 
 const c10::TypedOperatorHandle<AddSignature>& csr_add_values_op() {
   static const auto op = find_op<AddSignature>("learnsolve::csr_add_values");
-  return op;
-}
-
-const c10::TypedOperatorHandle<GatherSignature>& gather_scaled_op() {
-  static const auto op = find_op<GatherSignature>("learnsolve::gather_scaled");
   return op;
 }
 

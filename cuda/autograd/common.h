@@ -41,6 +41,32 @@ inline const c10::TypedOperatorHandle<SampledSignature>& sampled_matmul_op() {
   return op;
 }
 
+// spmv (kMatrix false) and spmm (true): y = op(A) x.
+using ProductSignature = Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                const OptionalTensor&, const OptionalTensor&,
+                                const OptionalTensor&, bool);
+
+template <bool kMatrix>
+const c10::TypedOperatorHandle<ProductSignature>& product_op() {
+  static const auto op = find_op<ProductSignature>(kMatrix ? "learnsolve::spmm"
+                                                           : "learnsolve::spmv");
+  return op;
+}
+
+// out = alpha source[index], and its adjoint out[index[p]] += alpha source[p].
+using GatherSignature = Tensor(const Tensor&, const Tensor&, const OptionalTensor&);
+using ScatterSignature = Tensor(const Tensor&, const Tensor&, int64_t, const OptionalTensor&);
+
+inline const c10::TypedOperatorHandle<GatherSignature>& gather_scaled_op() {
+  static const auto op = find_op<GatherSignature>("learnsolve::gather_scaled");
+  return op;
+}
+
+inline const c10::TypedOperatorHandle<ScatterSignature>& scatter_add_scaled_op() {
+  static const auto op = find_op<ScatterSignature>("learnsolve::scatter_add_scaled");
+  return op;
+}
+
 // A's transpose pattern (t_crow, t_col, t_perm); ncols a SymInt, so that the
 // backward traces with symbolic shapes (torch.compile, aot_dispatch_dynamic).
 inline const c10::TypedOperatorHandle<TransposeSignature>& transpose_op() {

@@ -22,18 +22,8 @@
 namespace learnsolve {
 namespace autograd {
 
-using ProductSignature = Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                const OptionalTensor&, const OptionalTensor&,
-                                const OptionalTensor&, bool);
 using FusedSignature = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
                                                   const Tensor&, const Tensor&);
-
-template <bool kMatrix>
-const c10::TypedOperatorHandle<ProductSignature>& product_op() {
-  static const auto op = find_op<ProductSignature>(kMatrix ? "learnsolve::spmm"
-                                                           : "learnsolve::spmv");
-  return op;
-}
 
 const c10::TypedOperatorHandle<FusedSignature>& spmv_backward_op() {
   static const auto op = find_op<FusedSignature>("learnsolve::spmv_backward");

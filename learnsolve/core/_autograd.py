@@ -2,11 +2,14 @@
 
 For the ops with floating-point inputs: the vector-Jacobian products of table 1
 of the paper, registered with ``torch.library.register_autograd`` on import
-(:mod:`._ops` imports this module), except for the products ``spmv``, ``spmm``,
-the triangular solve ``sptrsv``, the sum ``csr_add_values`` and the SpGEMM
-``spgemm_numeric``, whose autograd kernels are in C++ (``cuda/autograd/``: no
-Python on their calls; their formulas are written below and in
-:mod:`._autograd_sptrsv`). Every backward formula calls only torch ops
+(:mod:`._ops` imports this module), for the ops only a double backward calls
+(``spmv_backward``, ``spgemm_masked``, ``spgemm_grad_b``). The ops a forward
+calls have their autograd kernels in C++ (``cuda/autograd/``, hand-written
+backward nodes: no Python on their calls): the products ``spmv``, ``spmm``
+and ``sampled_matmul``, the triangular solve ``sptrsv``, the sum
+``csr_add_values``, the SpGEMM ``spgemm_numeric`` and the moves of values
+``gather_scaled`` and ``scatter_add_scaled``; their formulas are written below
+and in :mod:`._autograd_sptrsv`. Every backward formula calls only torch ops
 and learnsolve ops (through the typed wrappers of :mod:`.native`, or the
 dispatcher in C++), so the backward is itself differentiable (double backward
 works).
@@ -79,75 +82,17 @@ torch.library.register_autograd("learnsolve::spmv_backward", _spmv_backward_back
 # out[p] = sum_k X[r(p), k] Y[c(p), k]
 # d X = S(g) Y,  d Y = S(g)^T X  (transpose=True: no copy of S(g)^T)
 
-def _sampled_setup(ctx, inputs, output):
-    crow, col, x, y, t_crow, t_col, t_perm = inputs
-    ctx.save_for_backward(crow, col, x, y, t_crow, t_col, t_perm)
-
-
-def _sampled_backward(ctx, grad):
-    crow, col, x, y, t_crow, t_col, t_perm = ctx.saved_tensors
-    product = ops.spmv if x.dim() == 1 else ops.spmm
-    grad_x = grad_y = None
-    if ctx.needs_input_grad[2]:
-        grad_x = product(crow, col, grad, y)
-    if ctx.needs_input_grad[3]:
-        t_crow, t_col, t_perm = transpose_arrays(crow, col, y.shape[0], t_crow, t_col, t_perm)
-        grad_y = product(crow, col, grad, x, t_crow, t_col, t_perm, True)
-    return None, None, grad_x, grad_y, None, None, None
-
-
-torch.library.register_autograd("learnsolve::sampled_matmul", _sampled_backward,
-                                setup_context=_sampled_setup)
+# The autograd kernel of sampled_matmul in C++, cuda/autograd/sampled_matmul.cpp,
+# not registered here.
 
 
 # --------------------------------------------------------------------------- moves of values
 # gather:  out = alpha source[index]   d source = scatter(alpha g), d alpha = <g, source[index]>
 # scatter: out[index] += alpha source  d source = gather(alpha g),  d alpha = <g[index], source>
 
-def _scale_grad(product: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """The gradient of a scale factor: the sum of its products, as alpha's type."""
-    return product.sum().to(alpha)
-
-
-def _needs(ctx, i: int) -> bool:
-    """Whether input i needs a gradient (False for a trailing default not passed)."""
-    return i < len(ctx.needs_input_grad) and ctx.needs_input_grad[i]
-
-
-def _gather_setup(ctx, inputs, output):
-    source, index, alpha = inputs
-    ctx.size = source.shape[0]
-    ctx.save_for_backward(source, index, alpha)
-
-
-def _gather_backward(ctx, grad):
-    source, index, alpha = ctx.saved_tensors
-    grad_source = (ops.scatter_add_scaled(grad, index, ctx.size, alpha)
-                   if ctx.needs_input_grad[0] else None)
-    grad_alpha = (_scale_grad(grad * ops.gather_scaled(source, index), alpha)
-                  if _needs(ctx, 2) else None)
-    return grad_source, None, grad_alpha
-
-
-torch.library.register_autograd("learnsolve::gather_scaled", _gather_backward,
-                                setup_context=_gather_setup)
-
-
-def _scatter_setup(ctx, inputs, output):
-    source, index, size, alpha = inputs
-    ctx.save_for_backward(source, index, alpha)
-
-
-def _scatter_backward(ctx, grad):
-    source, index, alpha = ctx.saved_tensors
-    grad_source = ops.gather_scaled(grad, index, alpha) if ctx.needs_input_grad[0] else None
-    grad_alpha = (_scale_grad(ops.gather_scaled(grad, index) * source, alpha)
-                  if _needs(ctx, 3) else None)
-    return grad_source, None, None, grad_alpha
-
-
-torch.library.register_autograd("learnsolve::scatter_add_scaled", _scatter_backward,
-                                setup_context=_scatter_setup)
+# Their autograd kernels in C++, cuda/autograd/gather_scaled.cpp and
+# scatter_add_scaled.cpp, not registered here: an A.T or an A * B without a
+# graph runs no Python on top of the device kernels.
 
 
 # --------------------------------------------------------------------------- alpha A + beta B
