@@ -72,12 +72,8 @@ struct AddBackward {
 Tensor csr_add_values_autograd(c10::DispatchKeySet keys, const Tensor& values_a,
                                const Tensor& map_a, const Tensor& values_b, const Tensor& map_b,
                                int64_t nnz, const Tensor& alpha, const Tensor& beta) {
-  Tensor out;
-  {
-    at::AutoDispatchBelowADInplaceOrView below;
-    out = csr_add_values_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, values_a,
-                                         map_a, values_b, map_b, nnz, alpha, beta);
-  }
+  const Tensor out = device_kernel(csr_add_values_op(), keys, values_a, map_a, values_b, map_b,
+                                   nnz, alpha, beta);
   if (nothing_to_record(values_a, values_b, alpha, beta)) return out;
   refuse_tangents("csr_add_values", values_a, values_b, alpha, beta);
   const bool for_a = values_a.requires_grad() || alpha.requires_grad();

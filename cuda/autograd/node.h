@@ -143,6 +143,15 @@ struct SavedNode : public torch::autograd::Node {
   }
 };
 
+// The op's device kernel, below the autograd keys: an autograd kernel's
+// forward.
+template <typename Signature, typename... Args>
+Tensor device_kernel(const c10::TypedOperatorHandle<Signature>& op, c10::DispatchKeySet keys,
+                     const Args&... args) {
+  at::AutoDispatchBelowADInplaceOrView below;
+  return op.redispatch(keys & c10::after_ADInplaceOrView_keyset, args...);
+}
+
 // A new node: nodes are held by c10::intrusive_ptr since torch 2.12
 // (pytorch/pytorch#181782), by std::shared_ptr before (the GPU machine's 2.11).
 template <typename T>

@@ -88,12 +88,8 @@ Tensor product_autograd(c10::DispatchKeySet keys, const Tensor& crow, const Tens
                         const Tensor& values, const Tensor& x, const OptionalTensor& t_crow,
                         const OptionalTensor& t_col, const OptionalTensor& t_perm,
                         bool transpose) {
-  Tensor y;
-  {
-    at::AutoDispatchBelowADInplaceOrView below;
-    y = product_op<kMatrix>().redispatch(keys & c10::after_ADInplaceOrView_keyset, crow, col,
-                                         values, x, t_crow, t_col, t_perm, transpose);
-  }
+  const Tensor y = device_kernel(product_op<kMatrix>(), keys, crow, col, values, x, t_crow,
+                                 t_col, t_perm, transpose);
   if (nothing_to_record(values, x)) return y;
   refuse_tangents(kMatrix ? "spmm" : "spmv", values, x);
   const bool for_x = x.requires_grad(), for_values = values.requires_grad();

@@ -59,12 +59,8 @@ struct SampledBackward {
 Tensor sampled_matmul_autograd(c10::DispatchKeySet keys, const Tensor& crow, const Tensor& col,
                                const Tensor& x, const Tensor& y, const OptionalTensor& t_crow,
                                const OptionalTensor& t_col, const OptionalTensor& t_perm) {
-  Tensor values;
-  {
-    at::AutoDispatchBelowADInplaceOrView below;
-    values = sampled_matmul_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, crow, col,
-                                            x, y, t_crow, t_col, t_perm);
-  }
+  const Tensor values =
+      device_kernel(sampled_matmul_op(), keys, crow, col, x, y, t_crow, t_col, t_perm);
   if (nothing_to_record(x, y)) return values;
   refuse_tangents("sampled_matmul", x, y);
   const bool for_y = y.requires_grad();

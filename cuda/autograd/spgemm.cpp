@@ -80,13 +80,8 @@ Tensor spgemm_numeric_autograd(c10::DispatchKeySet keys, const Tensor& crow_a,
                                const Tensor& col_a, const Tensor& values_a, const Tensor& crow_b,
                                const Tensor& col_b, const Tensor& values_b, const Tensor& crow_c,
                                const Tensor& col_c, int64_t ncols) {
-  Tensor values_c;
-  {
-    at::AutoDispatchBelowADInplaceOrView below;
-    values_c = spgemm_numeric_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, crow_a,
-                                              col_a, values_a, crow_b, col_b, values_b, crow_c,
-                                              col_c, ncols);
-  }
+  const Tensor values_c = device_kernel(spgemm_numeric_op(), keys, crow_a, col_a, values_a,
+                                        crow_b, col_b, values_b, crow_c, col_c, ncols);
   if (nothing_to_record(values_a, values_b)) return values_c;
   refuse_tangents("spgemm_numeric", values_a, values_b);
   const Tensor none;

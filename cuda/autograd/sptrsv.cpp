@@ -113,13 +113,8 @@ Tensor sptrsv_autograd(c10::DispatchKeySet keys, const Tensor& crow, const Tenso
                        bool unit_diagonal, const OptionalTensor& t_crow,
                        const OptionalTensor& t_col, const OptionalTensor& t_perm,
                        bool transpose) {
-  Tensor x;
-  {
-    at::AutoDispatchBelowADInplaceOrView below;
-    x = sptrsv_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, crow, col, values, b,
-                               level_ptr, level_rows, diag, lower, unit_diagonal, t_crow, t_col,
-                               t_perm, transpose);
-  }
+  const Tensor x = device_kernel(sptrsv_op(), keys, crow, col, values, b, level_ptr, level_rows,
+                                 diag, lower, unit_diagonal, t_crow, t_col, t_perm, transpose);
   if (nothing_to_record(values, b)) return x;
   refuse_tangents("sptrsv", values, b);
   const Tensor none;

@@ -90,9 +90,8 @@ torch.library.register_autograd("learnsolve::spmv_backward", _spmv_backward_back
 # gather:  out = alpha source[index]   d source = scatter(alpha g), d alpha = <g, source[index]>
 # scatter: out[index] += alpha source  d source = gather(alpha g),  d alpha = <g[index], source>
 
-# Their autograd kernels in C++, cuda/autograd/gather_scaled.cpp and
-# scatter_add_scaled.cpp, not registered here: an A.T or an A * B without a
-# graph runs no Python on top of the device kernels.
+# Their autograd kernels in C++, cuda/autograd/moves.cpp, not registered here:
+# an A.T or an A * B without a graph runs no Python on top of the device kernels.
 
 
 # --------------------------------------------------------------------------- alpha A + beta B
