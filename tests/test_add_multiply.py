@@ -1,4 +1,6 @@
 """A + B, A - B, alpha * A, A / alpha, -A and A ⊙ B: values, patterns, gradients, errors."""
+import math
+
 import pytest
 import scipy.sparse as sp
 import torch
@@ -30,6 +32,18 @@ def test_add_and_subtract_match_scipy(case, dtype, device):
     pattern_b = sp.csr_array((torch.ones(B.nnz).numpy(), B.col_indices.cpu().numpy(),
                               B.crow_indices.cpu().numpy()), shape=B.shape)
     assert (A + B).nnz == (pattern_a + pattern_b).nnz
+
+
+def test_add_scales_keep_the_sign_of_zero():
+    """A scale given as a number is made into a tensor once and cached: -0.0 is not
+    served the tensor of 0.0 (they are equal as keys), which would flip the sign of
+    the entries alpha * a of A alone."""
+    A = ls.eye(2, dtype=torch.float64)
+    B = ls.CSRMatrix.from_dense(torch.tensor([[0.0, 1.0], [0.0, 0.0]], dtype=torch.float64))
+    for alpha in (0.0, -0.0, 0.0):
+        C = ls.add(A, B, alpha=alpha)           # entries (0, 0), (0, 1), (1, 1)
+        alone = C.values[C.col_indices == C.row_indices()]
+        assert torch.signbit(alone).tolist() == [math.copysign(1.0, alpha) < 0] * 2
 
 
 @pytest.mark.parametrize("case", SAME_SHAPE)
