@@ -6,9 +6,8 @@ defaults, and nothing else (no checks: they are called in hot loops). Nothing
 outside ``learnsolve.core`` calls ``torch.ops.learnsolve`` directly. The schemas
 and the CPU/CUDA kernels live in ``cuda/registration.cpp``; importing this
 module loads them. Their fake kernels are in :mod:`._fake`, their gradients in
-:mod:`._autograd` (imported by :mod:`._ops`), except those of ``spmv``, ``spmm``,
-``sptrsv``, ``csr_add_values`` and ``spgemm_numeric``, C++ autograd kernels
-(``cuda/autograd/``).
+:mod:`._autograd` (imported by :mod:`._ops`; which ops have their autograd in C++,
+``cuda/autograd/``, it says).
 """
 from __future__ import annotations
 
